@@ -1,0 +1,1 @@
+"""The web UI: an unprivileged Flask app that relays the daemon's state stream."""

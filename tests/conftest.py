@@ -1,0 +1,56 @@
+"""Test-wide policy: which tiers may skip, and where.
+
+Root, lab and browser tests skip only when not root.  Under CI=true (CI runs as
+root) any skip of those tiers fails the run, so a broken environment cannot pass
+as green.  Tests of ../shared/data skip only where that folder is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+IS_ROOT = os.geteuid() == 0
+STRICT_TIERS = ("root", "lab", "browser")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(item.get_closest_marker(m) for m in STRICT_TIERS) and not IS_ROOT:
+            item.add_marker(pytest.mark.skip(reason="needs root (BPF, netns, tc)"))
+        if item.get_closest_marker("shared_data") and not SHARED_DATA.is_dir():
+            item.add_marker(pytest.mark.skip(reason=f"{SHARED_DATA} is absent"))
+
+
+_strict_skips: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and UNDER_CI:
+        keywords = report.keywords
+        if any(m in keywords for m in STRICT_TIERS) or "shared_data" in keywords:
+            _strict_skips.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _strict_skips:
+        session.config._ab_strict_skips = list(_strict_skips)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    skips = getattr(config, "_ab_strict_skips", [])
+    if skips:
+        terminalreporter.section("skipped under CI (a failure: CI runs as root with ../shared)")
+        for nodeid in skips:
+            terminalreporter.line(nodeid)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    return SHARED_DATA

@@ -58,7 +58,7 @@ def unpack(raw: bytes, max_bytes: int = MAX_REQUEST_BYTES) -> dict[str, Any]:
         # Bounded decoding: a hostile client cannot make us allocate huge containers.
         message = msgpack.unpackb(
             raw, raw=False, strict_map_key=True,
-            max_buffer_size=max_bytes, max_array_len=100_000, max_map_len=10_000,
+            max_array_len=100_000, max_map_len=10_000,
             max_str_len=max_bytes, max_bin_len=max_bytes, max_ext_len=0,
         )
     except Exception as exc:  # msgpack raises a zoo of exception types

@@ -1,0 +1,121 @@
+"""Fixtures for the web UI tests; the machinery behind them is in webui_harness.py.
+
+- `config_path`: a config under tmp_path with a known password (harness.PASSWORD).
+- `app`, `client`, `logged_in`: the Flask app (relay not started) and test clients.
+- `publisher`: a StreamPublisher (real ZeroMQ PUB) at the config's events endpoint.
+- `served`: the app behind a real HTTP server in this process, its relay fed by
+  `publisher`; yields the base URL.
+- `webui`: the real `anabranch-webui` (gunicorn subprocess); yields a RunningWebUI.
+- `chromium`: a headless Debian Chromium (Playwright); `page`: a 1280x800 page.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+import webui_harness as harness
+from anabranch.webui.app import create_app
+
+# ZeroMQ ipc:// paths are limited to ~107 bytes; pytest's tmp_path can be longer.
+_SHORT_TMP = Path("/tmp")
+
+
+@pytest.fixture
+def short_tmp() -> Path:
+    directory = Path(tempfile.mkdtemp(prefix="ab-webui-", dir=_SHORT_TMP))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def config_path(short_tmp) -> Path:
+    return harness.write_config(short_tmp, tick_s=0.1)
+
+
+def _app(config_path, **overrides):
+    return create_app({"ANABRANCH_CONFIG": str(config_path), "TESTING": True,
+                       "RELAY_AUTOSTART": False, **overrides})
+
+
+@pytest.fixture
+def app(config_path):
+    app = _app(config_path)
+    yield app
+    app.extensions["anabranch.relay"].stop()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def csrf_from(response) -> str:
+    return harness._CSRF_FIELD.search(response.get_data(as_text=True)).group(1)
+
+
+def log_in(client, password: str = harness.PASSWORD, next_url: str = "/"):
+    token = csrf_from(client.get("/login"))
+    return client.post("/login", data={"csrf_token": token, "password": password, "next": next_url})
+
+
+@pytest.fixture
+def logged_in(client):
+    response = log_in(client)
+    assert response.status_code == 302
+    return client
+
+
+@pytest.fixture
+def publisher(config_path):
+    from anabranch.daemon import config
+    settings = config.load(config_path)
+    with harness.StreamPublisher(settings.api.events, tick_s=0.1) as publisher:
+        yield publisher
+
+
+@pytest.fixture
+def served(config_path, publisher):
+    """The app with a running relay behind a threaded HTTP server on a free port."""
+    app = _app(config_path, RELAY_AUTOSTART=True)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        app.extensions["anabranch.relay"].stop()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def webui(config_path, publisher):
+    with harness.webui_server(config_path) as server:
+        yield server
+
+
+@pytest.fixture
+def chromium():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        browser = harness.launch_chromium(playwright)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(chromium):
+    context = chromium.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    yield page
+    context.close()

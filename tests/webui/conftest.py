@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,14 +39,14 @@ def config_path(short_tmp) -> Path:
     return harness.write_config(short_tmp, tick_s=0.1)
 
 
-def _app(config_path, **overrides):
+def make_app(config_path, **overrides):
     return create_app({"ANABRANCH_CONFIG": str(config_path), "TESTING": True,
                        "RELAY_AUTOSTART": False, **overrides})
 
 
 @pytest.fixture
 def app(config_path):
-    app = _app(config_path)
+    app = make_app(config_path)
     yield app
     app.extensions["anabranch.relay"].stop()
 
@@ -79,10 +80,9 @@ def publisher(config_path):
         yield publisher
 
 
-@pytest.fixture
-def served(config_path, publisher):
-    """The app with a running relay behind a threaded HTTP server on a free port."""
-    app = _app(config_path, RELAY_AUTOSTART=True)
+@contextmanager
+def serving(app):
+    """`app` (its relay started) behind a threaded HTTP server on a free port; yields the URL."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
     thread.start()
@@ -93,6 +93,13 @@ def served(config_path, publisher):
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def served(config_path, publisher):
+    """The app with a running relay fed by `publisher`, served over HTTP."""
+    with serving(make_app(config_path, RELAY_AUTOSTART=True)) as url:
+        yield url
 
 
 @pytest.fixture

@@ -292,9 +292,32 @@ def login(base_url: str, password: str = PASSWORD) -> str:
     return "; ".join(cookies)
 
 
+def _websocket_client_class():
+    import simple_websocket
+
+    class Client(simple_websocket.Client):
+        """simple-websocket's client, with a `Host` header that carries the port (as
+        browsers send it, and the same-origin check expects) and no socket leak when
+        the server refuses."""
+
+        def handshake(self):
+            if self.port not in (80, 443):
+                self.host = f"{self.host}:{self.port}"
+            try:
+                super().handshake()
+            except BaseException:
+                self.sock.close()
+                raise
+
+    return Client
+
+
 @contextmanager
 def open_websocket(base_url: str, cookie: str | None, origin: str | None = None):
-    """A websocket to `/ws` carrying the session cookie (simple-websocket's client)."""
+    """A websocket to `/ws` carrying the session cookie (simple-websocket's client).
+
+    A refused handshake raises simple_websocket.ConnectionError (`.status_code`).
+    """
     import simple_websocket
 
     headers = {}
@@ -302,7 +325,7 @@ def open_websocket(base_url: str, cookie: str | None, origin: str | None = None)
         headers["Cookie"] = cookie
     if origin:
         headers["Origin"] = origin
-    ws = simple_websocket.Client.connect(base_url.replace("http://", "ws://", 1) + "/ws", headers=headers)
+    ws = _websocket_client_class().connect(base_url.replace("http://", "ws://", 1) + "/ws", headers=headers)
     try:
         yield ws
     finally:

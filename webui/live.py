@@ -21,6 +21,9 @@ WAIT_S = 1.0
 # thread does not hang in send() for the kernel's default of many minutes.
 UNACKED_LIMIT_MS = 30_000
 
+# How long a closing websocket waits for the browser's answer to its close frame.
+CLOSE_HANDSHAKE_S = 1.0
+
 # Close codes the page understands (see static/dashboard.js).
 CLOSE_GOING_AWAY = 1001
 CLOSE_TRY_AGAIN_LATER = 1013
@@ -50,26 +53,51 @@ def _bound_unacked_time(ws) -> None:
         pass
 
 
-@sock.route("/ws", bp=bp)
-def stream(ws):
-    """Send the newest frame of each topic whenever the relay has news."""
-    source = relay()
+def _finish(ws) -> None:
+    """Wait for simple-websocket's reader thread to end before the server closes the socket.
+
+    The reader sits in select() on the socket; if the server closed the socket
+    under it, select would not wake, and the thread (not a daemon) would hold the
+    process at exit until the next ping.  The browser answers our close frame at
+    once; a peer that does not is shut down, which wakes the reader.
+    """
+    reader = getattr(ws, "thread", None)
+    if reader is None:
+        return
+    reader.join(CLOSE_HANDSHAKE_S)
+    if reader.is_alive():
+        try:
+            ws.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        reader.join(CLOSE_HANDSHAKE_S)
+
+
+def _send_news(ws, source: Relay) -> None:
     with source.listener() as granted:
         if not granted:
             ws.close(reason=CLOSE_TRY_AGAIN_LATER, message="too many live views open")
             return
         _bound_unacked_time(ws)
         seen: dict[str, int] = {}
-        try:
-            while ws.connected:
-                news = source.changes(seen, WAIT_S)
-                if news is None:
-                    ws.close(reason=CLOSE_GOING_AWAY, message="the web UI is stopping")
-                    return
-                for _, frame in news:
-                    ws.send(frame.text)
-        except (ConnectionClosed, OSError):
-            return
+        while ws.connected:
+            news = source.changes(seen, WAIT_S)
+            if news is None:
+                ws.close(reason=CLOSE_GOING_AWAY, message="the web UI is stopping")
+                return
+            for _, frame in news:
+                ws.send(frame.text)
+
+
+@sock.route("/ws", bp=bp)
+def stream(ws):
+    """Send the newest frame of each topic whenever the relay has news."""
+    try:
+        _send_news(ws, relay())
+    except (ConnectionClosed, OSError):
+        pass
+    finally:
+        _finish(ws)
 
 
 @bp.route("/api/v1/status")

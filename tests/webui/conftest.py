@@ -84,7 +84,8 @@ def publisher(config_path):
 def serving(app):
     """`app` (its relay started) behind a threaded HTTP server on a free port; yields the URL."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name="test-http", daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"

@@ -1,6 +1,7 @@
 """Fixtures for the web UI tests; the machinery behind them is in webui_harness.py.
 
-- `config_path`: a config under tmp_path with a known password (harness.PASSWORD).
+- `config_path`: a config (tick 0.1 s) in a fresh short /tmp folder, with the
+  password harness.PASSWORD.
 - `app`, `client`, `logged_in`: the Flask app (relay not started) and test clients.
 - `publisher`: a StreamPublisher (real ZeroMQ PUB) at the config's events endpoint.
 - `served`: the app behind a real HTTP server in this process, its relay fed by
@@ -13,15 +14,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 import webui_harness as harness
-from anabranch.webui.app import create_app
+from anabranch.daemon import config
+from webui_harness import log_in, make_app, serving
 
 # ZeroMQ ipc:// paths are limited to ~107 bytes; pytest's tmp_path can be longer.
 _SHORT_TMP = Path("/tmp")
@@ -39,11 +38,6 @@ def config_path(short_tmp) -> Path:
     return harness.write_config(short_tmp, tick_s=0.1)
 
 
-def make_app(config_path, **overrides):
-    return create_app({"ANABRANCH_CONFIG": str(config_path), "TESTING": True,
-                       "RELAY_AUTOSTART": False, **overrides})
-
-
 @pytest.fixture
 def app(config_path):
     app = make_app(config_path)
@@ -56,15 +50,6 @@ def client(app):
     return app.test_client()
 
 
-def csrf_from(response) -> str:
-    return harness._CSRF_FIELD.search(response.get_data(as_text=True)).group(1)
-
-
-def log_in(client, password: str = harness.PASSWORD, next_url: str = "/"):
-    token = csrf_from(client.get("/login"))
-    return client.post("/login", data={"csrf_token": token, "password": password, "next": next_url})
-
-
 @pytest.fixture
 def logged_in(client):
     response = log_in(client)
@@ -74,26 +59,9 @@ def logged_in(client):
 
 @pytest.fixture
 def publisher(config_path):
-    from anabranch.daemon import config
-    settings = config.load(config_path)
-    with harness.StreamPublisher(settings.api.events, tick_s=0.1) as publisher:
+    events = config.load(config_path).api.events
+    with harness.StreamPublisher(events, tick_s=0.1) as publisher:
         yield publisher
-
-
-@contextmanager
-def serving(app):
-    """`app` (its relay started) behind a threaded HTTP server on a free port; yields the URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              name="test-http", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        app.extensions["anabranch.relay"].stop()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @pytest.fixture

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import csrf_from, log_in
-
 import webui_harness as harness
+from webui_harness import csrf_from, log_in
 from anabranch.webui.credentials import hash_password, write_password_hash
 
 

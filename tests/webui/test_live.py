@@ -14,8 +14,8 @@ import pytest
 import simple_websocket
 
 import webui_harness as harness
-from conftest import make_app, serving
-from webui_harness import login, next_message, open_websocket
+from anabranch.daemon import config
+from webui_harness import login, make_app, next_message, open_websocket, serving
 
 
 def test_logged_in_websocket_receives_state_and_flows(served):
@@ -111,9 +111,8 @@ def _stalled_websocket(base_url: str, cookie: str) -> socket.socket:
 @pytest.fixture
 def big_publisher(config_path):
     """Messages of ~250 kB ten times a second: a stalled browser fills its buffers fast."""
-    from anabranch.daemon import config
-    settings = config.load(config_path)
-    with harness.StreamPublisher(settings.api.events, tick_s=0.1, flow_count=250, padding=600) as publisher:
+    events = config.load(config_path).api.events
+    with harness.StreamPublisher(events, tick_s=0.1, flow_count=250, padding=600) as publisher:
         yield publisher
 
 

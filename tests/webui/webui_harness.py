@@ -19,6 +19,9 @@ Pieces, each usable alone:
   `next_message(ws, type)` waits for one message of a type.
 - `launch_chromium(playwright)` and `browser_login(page, base_url, password)`:
   Debian's /usr/bin/chromium, headless, driven by Playwright.
+- In-process: `make_app(config_path)` (relay not started unless asked),
+  `serving(app)` (a threaded HTTP server on a free port, yields its URL), and
+  `log_in(test_client)` for the Flask test client.
 """
 
 from __future__ import annotations
@@ -346,6 +349,45 @@ def next_message(ws, kind: str, timeout_s: float = 10.0, where=None) -> dict[str
         if message.get("type") == kind and (where is None or where(message)):
             return message
     raise TimeoutError(f"no {kind!r} message within {timeout_s} s")
+
+
+# ---- the app in this process (Flask test client, or a threaded HTTP server) -----
+
+def make_app(config_path: Path, **overrides):
+    """The Flask app for tests; its relay starts only with RELAY_AUTOSTART=True."""
+    from anabranch.webui.app import create_app
+
+    return create_app({"ANABRANCH_CONFIG": str(config_path), "TESTING": True,
+                       "RELAY_AUTOSTART": False, **overrides})
+
+
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """`app` behind a threaded HTTP server on a free port; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name="test-http", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        app.extensions["anabranch.relay"].stop()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def csrf_from(response) -> str:
+    """The CSRF token in a page fetched with the Flask test client."""
+    return _CSRF_FIELD.search(response.get_data(as_text=True)).group(1)
+
+
+def log_in(client, password: str = PASSWORD, next_url: str = "/"):
+    """Post the login form with the Flask test client; returns the response."""
+    token = csrf_from(client.get("/login"))
+    return client.post("/login", data={"csrf_token": token, "password": password, "next": next_url})
 
 
 # ---- the browser ------------------------------------------------------------

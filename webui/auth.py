@@ -12,6 +12,7 @@ import hmac
 import logging
 import math
 import threading
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -46,8 +47,9 @@ def _state() -> AuthState:
     return current_app.extensions["anabranch.auth"]
 
 
-def _stored_hash() -> PasswordHash | None:
-    if "stored_hash" not in g:
+def _stored_hash(fresh: bool = False) -> PasswordHash | None:
+    """The password hash, read once per request (or again, when `fresh`)."""
+    if fresh or "stored_hash" not in g:
         try:
             g.stored_hash = read_password_hash(_state().password_file)
         except CredentialError as exc:
@@ -63,10 +65,17 @@ def _fingerprint(stored: PasswordHash) -> str:
     return hmac.new(key, stored.encode().encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def logged_in() -> bool:
+def logged_in(fresh: bool = False) -> bool:
+    """Whether this request's session is the admin's, opened with the current password
+    and not older than the session lifetime.  `fresh` re-reads the password file, for
+    long-lived requests (websockets) that check again."""
     if session.get("user") != USER:
         return False
-    stored = _stored_hash()
+    since = session.get("since")
+    lifetime = current_app.permanent_session_lifetime.total_seconds()
+    if not isinstance(since, (int, float)) or not 0 <= time.time() - since < lifetime:
+        return False
+    stored = _stored_hash(fresh)
     return stored is not None and hmac.compare_digest(str(session.get("auth", "")), _fingerprint(stored))
 
 
@@ -139,6 +148,7 @@ def login():
     session.permanent = True
     session["user"] = USER
     session["auth"] = _fingerprint(stored)
+    session["since"] = int(time.time())
     csrf.renew()
     log.info("admin logged in from %s", client)
     return redirect(safe_next(request.form.get("next")))

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import socket
+import time
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, current_app, jsonify, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
+from . import auth
 from .relay import Relay
 
 bp = Blueprint("live", __name__)
@@ -24,9 +26,14 @@ UNACKED_LIMIT_MS = 30_000
 # How long a closing websocket waits for the browser's answer to its close frame.
 CLOSE_HANDSHAKE_S = 1.0
 
+# An open websocket checks this often that its session is still good (a new
+# password or the end of the session lifetime closes it).
+RECHECK_SESSION_S = 30.0
+
 # Close codes the page understands (see static/dashboard.js).
 CLOSE_GOING_AWAY = 1001
 CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_SESSION_ENDED = 4401
 
 
 def relay() -> Relay:
@@ -80,7 +87,13 @@ def _send_news(ws, source: Relay) -> None:
             return
         _bound_unacked_time(ws)
         seen: dict[str, int] = {}
+        recheck_at = time.monotonic() + RECHECK_SESSION_S
         while ws.connected:
+            if time.monotonic() >= recheck_at:
+                if not auth.logged_in(fresh=True):
+                    ws.close(reason=CLOSE_SESSION_ENDED, message="signed out: log in again")
+                    return
+                recheck_at = time.monotonic() + RECHECK_SESSION_S
             news = source.changes(seen, WAIT_S)
             if news is None:
                 ws.close(reason=CLOSE_GOING_AWAY, message="the web UI is stopping")

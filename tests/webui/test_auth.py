@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import webui_harness as harness
 from webui_harness import csrf_from, log_in
@@ -116,6 +118,12 @@ def test_new_password_signs_out_existing_sessions(app, logged_in):
     write_password_hash(settings.webui.password_file, hash_password("a brand new password", log2_n=10))
     assert logged_in.get("/").status_code == 302
     assert logged_in.get("/api/v1/status").status_code == 401
+
+
+def test_session_older_than_its_lifetime_is_refused(logged_in):
+    with logged_in.session_transaction() as session:
+        session["since"] = time.time() - 13 * 3600
+    assert logged_in.get("/").status_code == 302
 
 
 @pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil.example",

@@ -138,3 +138,18 @@ def test_a_stalled_browser_blocks_neither_other_browsers_nor_the_relay(served_bi
             assert relay.latest("state")["seq"] >= end
     finally:
         stalled.close()
+
+
+def test_open_websocket_is_closed_when_the_password_changes(served, config_path, monkeypatch):
+    from anabranch.webui import live
+    from anabranch.webui.credentials import hash_password, write_password_hash
+    monkeypatch.setattr(live, "RECHECK_SESSION_S", 0.2)
+    with open_websocket(served, login(served)) as ws:
+        next_message(ws, "state")
+        write_password_hash(config_path.parent / "webui.passwd",
+                            hash_password("the next password", log2_n=10))
+        with pytest.raises(simple_websocket.ConnectionClosed) as closed:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                ws.receive(timeout=0.2)
+        assert closed.value.reason == live.CLOSE_SESSION_ENDED

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from datetime import timedelta
@@ -18,8 +17,6 @@ from . import auth, csrf, dashboard, live
 from .credentials import load_secret_key
 from .relay import LIVE_FLOWS, Relay
 from .throttle import LoginThrottle
-
-log = logging.getLogger(__name__)
 
 # Scripts, styles and sockets only from this origin; no framing, no plugins.
 CONTENT_SECURITY_POLICY = "; ".join([

@@ -7,14 +7,11 @@ open dashboard holds one thread.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.gthread import ThreadWorker
-
-log = logging.getLogger(__name__)
 
 # Websockets never finish on their own; stopping closes them (see LiveWorker),
 # so a short grace period is enough for the page loads in flight.

@@ -8,6 +8,7 @@
   const RECONNECT_MAX_MS = 15000;
   const BUSY_MIN_MS = 5000;          // the server said "try again later" (1013)
   const CLOSE_TRY_AGAIN_LATER = 1013;
+  const CLOSE_SESSION_ENDED = 4401;  // new password or session too old (live.py)
 
   const $ = (id) => document.getElementById(id);
 
@@ -284,7 +285,7 @@
     });
     ws.addEventListener("close", async (event) => {
       socketOpen = false;
-      if (!(await stillSignedIn())) {
+      if (event.code === CLOSE_SESSION_ENDED || !(await stillSignedIn())) {
         location.assign("/login?next=" + encodeURIComponent(location.pathname));
         return;
       }

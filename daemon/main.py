@@ -285,6 +285,7 @@ class Daemon:
         return {
             "daemon": {"version": version(), "pid": os.getpid(),
                        "uptime_s": round(time.monotonic() - self.started_mono, 1),
+                       "tick_s": self.config.daemon.tick_s,
                        "tick_ms": round(self.tick_ms, 3), "ticks": self.ticks},
             "interfaces": self.interfaces(),
             "link_changes": self.link_changes[-10:],

@@ -127,9 +127,10 @@ class Relay:
         if topic not in TOPICS:
             return
         if topic == "state":
-            tick_ms = (message.get("daemon") or {}).get("tick_ms")
-            if isinstance(tick_ms, (int, float)) and not isinstance(tick_ms, bool) and tick_ms > 0:
-                self.tick_s = tick_ms / 1000.0
+            # The daemon's tick period (not `tick_ms`, which is how long a tick's work took).
+            tick_s = (message.get("daemon") or {}).get("tick_s")
+            if isinstance(tick_s, (int, float)) and not isinstance(tick_s, bool) and tick_s > 0:
+                self.tick_s = float(tick_s)
         elif topic == "flows" and isinstance(message.get("flows"), list):
             flows = message["flows"]
             busiest = _busiest(flows, self.live_flows)

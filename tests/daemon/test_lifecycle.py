@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import VENV_BIN, daemon_config, start_daemon
+from daemon_harness import VENV_BIN, daemon_config, start_daemon
 
 pytestmark = [pytest.mark.root, pytest.mark.lab]
 

@@ -40,7 +40,7 @@ def test_relay_keeps_the_latest_state_and_flows(endpoint, relay):
     with harness.StreamPublisher(endpoint, tick_s=0.05) as publisher:
         wait_for(lambda: (relay.latest("flows") or {}).get("seq", 0) >= 3)
         state = relay.latest("state")
-        assert state["type"] == "state" and state["daemon"]["tick_ms"] == 50
+        assert state["type"] == "state" and state["daemon"]["tick_s"] == 0.05
         assert relay.latest("flows")["count"] == publisher.flow_count
         assert relay.reachable is True
         assert relay.status()["state"]["seq"] == state["seq"]

@@ -103,7 +103,7 @@ def sample_state(seq: int, ts: float, flows: list[dict[str, Any]], tick_ms: int)
     down = sum(f["bps_down"] for f in flows)
     return {
         "daemon": {"version": "0.1.0", "pid": 4242, "uptime_s": 3725 + seq * tick_ms / 1000,
-                   "tick_ms": tick_ms},
+                   "tick_s": tick_ms / 1000, "tick_ms": 2.5},
         "interfaces": [
             {"name": "wan0", "ifindex": 2, "role": "wan", "attached": True,
              "up_bps": up * 2 // 3, "down_bps": down * 2 // 3},

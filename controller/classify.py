@@ -392,11 +392,11 @@ class Classifier:
             mean[known] = self._bps_mean[pos[known]]
             var[known] = self._bps_var[pos[known]]
             seen[known] = self._ticks_seen[pos[known]]
-        alpha = 0.1
-        first = seen == 0
+        # A running mean for the first ticks (exact), then exponential with alpha 0.1.
+        alpha = np.maximum(0.1, 1.0 / (seen + 1))
         delta = bps - mean
-        mean = np.where(first, bps, mean + alpha * delta)
-        var = np.where(first, 0.0, (1 - alpha) * (var + alpha * delta * delta))
+        mean = mean + alpha * delta
+        var = (1 - alpha) * (var + alpha * delta * delta)
         self._bps_mean, self._bps_var, self._ticks_seen = mean, var, seen + 1
 
     def burstiness(self) -> np.ndarray:
@@ -444,7 +444,7 @@ class Classifier:
         # Bulk: a long transfer one way in full-size packets, steady rather than bursty.
         bulk_size = np.where(octets[:, DOWN] >= octets[:, UP], size[:, DOWN], size[:, UP])
         file = (~voice & ~video & (big >= 10e6) & (ratio >= 8) & (duration >= 5)
-                & (bulk_size >= 1000) & ~(cv >= 0.6))
+                & (bulk_size >= 1000) & (cv < 0.6))
         new_hits = []
         for name, mask, class_name in (("heuristic:voice", voice, "voice"),
                                        ("heuristic:video", video, "video"),

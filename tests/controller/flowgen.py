@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import zlib
 
 import numpy as np
 
@@ -21,6 +22,12 @@ def _raw(address: str) -> np.ndarray:
     return out
 
 
+def _default_port(spec: dict) -> int:
+    """A client port that depends on the flow's other key fields only (not on list order)."""
+    fields = {k: spec.get(k) for k in ("ifindex", "proto", "lan", "remote", "rport")}
+    return 40000 + zlib.crc32(repr(sorted(fields.items())).encode()) % 20000
+
+
 def keys(specs: list[dict]) -> np.ndarray:
     out = np.zeros(len(specs), dtype=kstructs.FLOW_KEY)
     for i, s in enumerate(specs):
@@ -28,7 +35,7 @@ def keys(specs: list[dict]) -> np.ndarray:
         out[i]["ifindex"] = s.get("ifindex", 2)
         out[i]["family"] = ipaddress.ip_address(lan).version
         out[i]["proto"] = PROTO[s.get("proto", "tcp")]
-        out[i]["lan_port"] = s.get("lport", 40000 + i)
+        out[i]["lan_port"] = s.get("lport", _default_port(s))
         out[i]["remote_port"] = s.get("rport", 443)
         out[i]["lan_addr"] = _raw(lan)
         out[i]["remote_addr"] = _raw(s.get("remote", "203.0.113.7"))

@@ -266,6 +266,14 @@ class Classifier:
         self._heuristic_reason = {h: len(self.rules) + i for i, h in enumerate(HEURISTICS)}
         self._default_reason = len(self.reasons) - 1
         self._host_rules = [i for i, r in enumerate(self.rules) if r.hosts is not None]
+        # A 64 KiB lookup table per port rule: two gathers instead of four compares per range.
+        self._port_luts: dict[int, np.ndarray] = {}
+        for i, rule in enumerate(self.rules):
+            if rule.ports:
+                lut = np.zeros(65536, dtype=bool)
+                for lo, hi in rule.ports:
+                    lut[lo: hi + 1] = True
+                self._port_luts[i] = lut
         self.hosts = HostNames(min_ttl_s=self.options.dns_min_ttl_s)
         self._flow_names: dict[int, tuple[str, ...]] = {}
         self._named_ids = np.zeros(0, dtype=np.uint64)
@@ -353,11 +361,8 @@ class Classifier:
             if rule.proto is not None:
                 mask &= proto == rule.proto
             if rule.ports:
-                port_mask = np.zeros(n, dtype=bool)
-                for lo, hi in rule.ports:
-                    port_mask |= ((remote_port >= lo) & (remote_port <= hi)) | \
-                                 ((lan_port >= lo) & (lan_port <= hi))
-                mask &= port_mask
+                lut = self._port_luts[i]
+                mask &= lut[remote_port] | lut[lan_port]
             if rule.lan_cidrs:
                 if "lan" not in words:
                     words["lan"] = _address_words(keys["lan_addr"])

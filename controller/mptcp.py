@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .classify import CLASSES
 from .events import FlowEnd, MpCapable, MpFastClose, MpJoin, MpTcpRst, NewFlow
 from .features import FlowExtras, match_previous
 from .flows import DOWN, UP, FlowTable
@@ -178,8 +179,8 @@ class MptcpTracker:
     # -- the tick -------------------------------------------------------------------------
     def update(self, table: FlowTable, events: list, now: float,
                extras: FlowExtras | None = None,
-               class_names: list[str] | None = None) -> "MptcpResult":
-        """Correlate, refresh per-subflow figures; `class_names` is each row's class."""
+               class_index: np.ndarray | None = None) -> "MptcpResult":
+        """Correlate, refresh per-subflow figures; `class_index` is each row's class (CLASSES)."""
         offset = now - table.now_ns / 1e9
         self._now = now
         self.observe(events, lambda ts_ns: ts_ns / 1e9 + offset)
@@ -193,8 +194,8 @@ class MptcpTracker:
             pos, present = match_previous(table.ids, self._sub_ids)
             rows_of = np.where(present, pos, -1)
             self._refresh(table, extras, rows_of)
-            if class_names is not None:
-                inherit = self._classes(rows_of, class_names)
+            if class_index is not None:
+                inherit = self._classes(rows_of, class_index)
         self._expire(now, table)
         return MptcpResult(list(self.connections.values()), self.token_classes(), inherit)
 
@@ -216,37 +217,48 @@ class MptcpTracker:
         self._dirty = False
 
     def _refresh(self, table: FlowTable, extras: FlowExtras | None, rows_of: np.ndarray) -> None:
-        rtt = extras.rtt_ms if extras is not None else None
-        retrans = extras.retrans if extras is not None else None
-        for fid, conn_id, row in zip(self._sub_ids.tolist(), self._sub_conn.tolist(), rows_of.tolist()):
-            if row < 0:
-                continue
+        present = np.flatnonzero(rows_of >= 0)
+        rows = rows_of[present]
+        fids = self._sub_ids[present].tolist()
+        conn_ids = self._sub_conn[present].tolist()
+        ifindex = table.keys["ifindex"][rows].tolist()
+        octets = table.bytes[rows].tolist()
+        packets = table.packets[rows].tolist()
+        bps = table.bps[rows].tolist()
+        rtt = extras.rtt_ms[rows].tolist() if extras is not None and extras.rtt_ms is not None else None
+        retrans = None
+        if extras is not None and extras.retrans is not None:
+            r = extras.retrans[rows]
+            retrans = (r if r.ndim == 1 else r.sum(axis=1)).tolist()
+        touched: dict[int, Connection] = {}
+        for i, (fid, conn_id) in enumerate(zip(fids, conn_ids)):
             conn = self.connections.get(conn_id)
             sub = conn.subflows.get(fid) if conn else None
             if sub is None:
                 continue
-            sub.ifindex = int(table.keys["ifindex"][row])
-            sub.bytes = (int(table.bytes[row, UP]), int(table.bytes[row, DOWN]))
-            sub.packets = (int(table.packets[row, UP]), int(table.packets[row, DOWN]))
-            sub.bps = (float(table.bps[row, UP]), float(table.bps[row, DOWN]))
+            sub.ifindex = ifindex[i]
+            sub.bytes = tuple(octets[i])
+            sub.packets = tuple(packets[i])
+            sub.bps = tuple(bps[i])
             if rtt is not None:
-                sub.rtt_ms = float(rtt[row])
+                sub.rtt_ms = rtt[i]
             if retrans is not None:
-                sub.retrans = int(np.sum(retrans[row]))
+                sub.retrans = int(retrans[i])
             conn.last_seen = self._now
-        for conn in self.connections.values():
+            touched[conn.id] = conn
+        for conn in touched.values():
             total = sum(sum(s.bytes) for s in conn.subflows.values())
             for sub in conn.subflows.values():
                 sub.share = sum(sub.bytes) / total if total else 0.0
 
-    def _classes(self, rows_of: np.ndarray, class_names: list[str]) -> dict[int, str]:
+    def _classes(self, rows_of: np.ndarray, class_index: np.ndarray) -> dict[int, str]:
         """Connection class = its initial subflow's class; joined subflows inherit it."""
         row_by_flow = dict(zip(self._sub_ids.tolist(), rows_of.tolist()))
         inherit = {}
         for conn in self.connections.values():
             initial = next((s for s in conn.subflows.values() if s.role == "initial"), None)
             if initial is not None and row_by_flow.get(initial.flow_id, -1) >= 0:
-                conn.class_name = class_names[row_by_flow[initial.flow_id]]
+                conn.class_name = CLASSES[int(class_index[row_by_flow[initial.flow_id]])]
             if conn.class_name is None:
                 continue
             for sub in conn.subflows.values():

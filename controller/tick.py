@@ -16,7 +16,7 @@ import numpy as np
 from . import options as opt
 from .alerts import AlertChanges, AlertOptions, Alerting
 from .classify import CLASS_INDEX, CLASSES, Classification, Classifier, ClassifyOptions, Policy
-from .features import FlowExtras
+from .features import CounterDeltas, FlowExtras
 from .flows import DOWN, UP, FlowTable
 from .history import History, Point, close_open_alerts
 from .mptcp import MptcpOptions, MptcpResult, MptcpTracker
@@ -113,6 +113,8 @@ class Controller:
             if saved:
                 self.usage.restore(saved)
         self._restarted = self.history is not None
+        self._deltas = CounterDeltas()
+        self._tick_deltas = np.zeros((0, 4))
         self._last_state = None
         # The composition, in order: each step reads what the previous ones produced.
         self.steps: tuple[tuple[str, Callable[..., None]], ...] = (
@@ -143,9 +145,7 @@ class Controller:
 
     def _mptcp(self, result: TickResult, table, events, now, extras, datapath) -> None:
         c = result.classification
-        names = [CLASSES[i] for i in c.class_index.tolist()] if self.mptcp.connections or any(
-            type(e).__name__ in ("MpCapable", "MpJoin") for e in events) else None
-        result.mptcp = self.mptcp.update(table, events, now, extras, names)
+        result.mptcp = self.mptcp.update(table, events, now, extras, c.class_index)
         if result.mptcp.inherit:
             # Joined subflows take their connection's class (the kernel does it by token).
             if INHERITED not in c.reasons:
@@ -168,11 +168,14 @@ class Controller:
         result.class_totals = totals
 
     def _paths(self, result: TickResult, table, events, now, extras, datapath) -> None:
-        result.paths = self.paths.update(table, now, extras)
+        # One counter-delta pass for packets and bytes, shared by paths and usage.
+        deltas = self._deltas.update(table.ids, np.concatenate([table.packets, table.bytes], axis=1))
+        self._tick_deltas = deltas
+        result.paths = self.paths.update(table, now, extras, packet_deltas=deltas[:, :2])
         result.recommendation = recommend(result.paths)
 
     def _usage(self, result: TickResult, table, events, now, extras, datapath) -> None:
-        result.quota_events = self.usage.update(table, now)
+        result.quota_events = self.usage.update(table, now, byte_deltas=self._tick_deltas[:, 2:])
 
     def _alerts(self, result: TickResult, table, events, now, extras, datapath) -> None:
         m: dict[str, dict[str, float]] = {
@@ -210,11 +213,8 @@ class Controller:
                 value = getattr(p, metric)
                 if value is not None:
                     points.append(Point("link", p.name, metric, float(value)))
-        busy = [h for h in self.usage.hosts.values() if h.tick_bytes[UP] or h.tick_bytes[DOWN]]
-        busy.sort(key=lambda h: -(h.tick_bytes[UP] + h.tick_bytes[DOWN]))
-        for h in busy[: self.options.history_hosts]:
-            points += [Point("host", h.address, "bytes_up", h.tick_bytes[UP]),
-                       Point("host", h.address, "bytes_down", h.tick_bytes[DOWN])]
+        for address, up, down in self.usage.busiest(self.options.history_hosts):
+            points += [Point("host", address, "bytes_up", up), Point("host", address, "bytes_down", down)]
         live = [c for c in result.mptcp.connections if c.ended is None and c.subflows]
         live.sort(key=lambda c: -sum(sum(s.bps) for s in c.subflows.values()))
         for conn in live[: self.options.history_connections]:

@@ -95,22 +95,65 @@ def periods(now: float, tz_offset_s: int) -> tuple[str, str]:
 
 
 class UsageMeter:
+    """Per-host counters live in numpy arrays (one row per host ever seen); HostUsage
+    records are made on demand."""
+
     def __init__(self, options: UsageOptions | None = None):
         self.options = options or UsageOptions()
-        self.hosts: dict[int, HostUsage] = {}
         self._deltas = CounterDeltas()
         self._reported: set[tuple[str, str, str, int]] = set()
+        self._usage_cache: tuple[float, list[dict]] | None = None
         self._nets = [(q, ipaddress.ip_network(q.prefix)) for q in self.options.quotas]
+        self._hids = np.zeros(0, dtype=np.uint64)       # sorted host hashes
+        self._row = np.zeros(0, dtype=np.int64)         # hash order -> row
+        self.addresses: list[str] = []
+        self._quotas: list[tuple[int, ...]] = []
+        self.day_bytes = np.zeros((0, 2), dtype=np.int64)
+        self.month_bytes = np.zeros((0, 2), dtype=np.int64)
+        self.tick_bytes = np.zeros((0, 2), dtype=np.int64)
+        self.day = ""
+        self.month = ""
 
-    def update(self, table: FlowTable, now: float) -> list[QuotaEvent]:
+    @property
+    def hosts(self) -> dict[str, HostUsage]:
+        return {a: HostUsage(a, self.day, self.month, self.day_bytes[i].tolist(), self.month_bytes[i].tolist(),
+                             self.tick_bytes[i].tolist(), self._quotas[i])
+                for i, a in enumerate(self.addresses)}
+
+    def _rows_for(self, hids: np.ndarray, family: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self._hids, hids)
+        found = (pos < len(self._hids)) & (self._hids[np.minimum(pos, max(len(self._hids) - 1, 0))] == hids) \
+            if len(self._hids) else np.zeros(len(hids), dtype=bool)
+        if not found.all():
+            new = np.flatnonzero(~found)
+            first_row = len(self.addresses)
+            for i in new.tolist():
+                data = raw[i].tobytes()
+                address = socket.inet_ntop(socket.AF_INET, data[:4]) if family[i] == 4 else \
+                    socket.inet_ntop(socket.AF_INET6, data)
+                self.addresses.append(address)
+                self._quotas.append(self._covering(address))
+            grow = np.zeros((len(new), 2), dtype=np.int64)
+            self.day_bytes = np.concatenate([self.day_bytes, grow])
+            self.month_bytes = np.concatenate([self.month_bytes, grow])
+            self.tick_bytes = np.concatenate([self.tick_bytes, grow])
+            hids_all = np.concatenate([self._hids, hids[new]])
+            rows_all = np.concatenate([self._row, np.arange(first_row, first_row + len(new))])
+            order = np.argsort(hids_all)
+            self._hids, self._row = hids_all[order], rows_all[order]
+            pos = np.searchsorted(self._hids, hids)
+        return self._row[pos]
+
+    def update(self, table: FlowTable, now: float, byte_deltas: np.ndarray | None = None) -> list[QuotaEvent]:
+        """Add the tick's bytes; `byte_deltas` [n, 2] saves recomputing them from counters."""
         day, month = periods(now, self.options.tz_offset_s)
-        delta = self._deltas.update(table.ids, table.bytes)
-        for host in self.hosts.values():
-            host.tick_bytes = [0, 0]
-            if host.day != day:
-                host.day, host.day_bytes = day, [0, 0]
-            if host.month != month:
-                host.month, host.month_bytes = month, [0, 0]
+        self._usage_cache = None
+        delta = byte_deltas if byte_deltas is not None else self._deltas.update(table.ids, table.bytes)
+        if day != self.day:
+            self.day, self.day_bytes[:] = day, 0
+        if month != self.month:
+            self.month, self.month_bytes[:] = month, 0
+        self.tick_bytes[:] = 0
         moved = np.flatnonzero(delta.sum(axis=1) > 0)
         if len(moved):
             keys = table.keys[moved]
@@ -119,61 +162,57 @@ class UsageMeter:
             host_keys["addr"] = keys["lan_addr"]
             hids = flow_ids(host_keys)
             unique, first, inverse = np.unique(hids, return_index=True, return_inverse=True)
-            up = np.bincount(inverse, weights=delta[moved, UP], minlength=len(unique))
-            down = np.bincount(inverse, weights=delta[moved, DOWN], minlength=len(unique))
-            for hid, f, u, d in zip(unique.tolist(), first.tolist(), up.tolist(), down.tolist()):
-                host = self.hosts.get(hid)
-                if host is None:
-                    fam = int(host_keys["family"][f])
-                    raw = host_keys["addr"][f].tobytes()
-                    address = socket.inet_ntop(socket.AF_INET, raw[:4]) if fam == 4 else \
-                        socket.inet_ntop(socket.AF_INET6, raw)
-                    host = self.hosts[hid] = HostUsage(address, day, month,
-                                                       quotas=self._covering(address))
-                u, d = int(round(u)), int(round(d))
-                host.tick_bytes = [u, d]
-                host.day_bytes[UP] += u
-                host.day_bytes[DOWN] += d
-                host.month_bytes[UP] += u
-                host.month_bytes[DOWN] += d
+            rows = self._rows_for(unique, host_keys["family"][first], host_keys["addr"][first])
+            tick = np.zeros((len(unique), 2), dtype=np.int64)
+            tick[:, UP] = np.rint(np.bincount(inverse, weights=delta[moved, UP], minlength=len(unique)))
+            tick[:, DOWN] = np.rint(np.bincount(inverse, weights=delta[moved, DOWN], minlength=len(unique)))
+            self.tick_bytes[rows] = tick
+            self.day_bytes[rows] += tick
+            self.month_bytes[rows] += tick
         return self._check_quotas(now, day, month) if self._nets else []
+
+    def busiest(self, limit: int) -> list[tuple[str, int, int]]:
+        """(address, up, down) of the hosts that moved the most bytes this tick."""
+        total = self.tick_bytes.sum(axis=1)
+        rows = np.flatnonzero(total > 0)
+        rows = rows[np.argsort(-total[rows], kind="stable")][:limit]
+        return [(self.addresses[r], int(self.tick_bytes[r, UP]), int(self.tick_bytes[r, DOWN])) for r in rows.tolist()]
 
     def _covering(self, address: str) -> tuple[int, ...]:
         ip = ipaddress.ip_address(address)
         return tuple(i for i, (_, net) in enumerate(self._nets) if ip.version == net.version and ip in net)
 
-    def _used(self, host: HostUsage, quota: Quota) -> int:
-        counts = host.day_bytes if quota.period == "day" else host.month_bytes
-        return {"up": counts[UP], "down": counts[DOWN], "both": counts[UP] + counts[DOWN]}[quota.direction]
-
     def quota_usage(self, now: float) -> list[dict]:
         """Every quota subject with its use: quota, subject, period, used, limit, pct."""
+        if self._usage_cache is not None and self._usage_cache[0] == now:
+            return self._usage_cache[1]
         day, month = periods(now, self.options.tz_offset_s)
         current = {"day": day, "month": month}
         out = []
-        members_of: dict[int, list[HostUsage]] = {i: [] for i in range(len(self._nets))}
-        for host in self.hosts.values():
-            for i in host.quotas:
-                members_of[i].append(host)
-        for i, (quota, net) in enumerate(self._nets):
-            members = members_of[i]
-            groups = [(h.address, [h]) for h in members] if quota.per_host else [(quota.prefix, members)]
-            for subject, hosts in groups:
-                used = sum(self._used(h, quota) for h in hosts)
-                period = current[quota.period]
-                out.append({"quota": quota.name, "subject": subject, "period": period, "used_bytes": used,
-                            "limit_bytes": quota.limit_bytes, "used_pct": 100.0 * used / quota.limit_bytes})
+        for i, (quota, _) in enumerate(self._nets):
+            rows = np.array([r for r, q in enumerate(self._quotas) if i in q], dtype=np.int64)
+            counts = self.day_bytes if quota.period == "day" else self.month_bytes
+            if (quota.period == "day" and self.day != day) or (quota.period == "month" and self.month != month):
+                counts = np.zeros_like(counts)
+            used_rows = {"up": counts[rows, UP], "down": counts[rows, DOWN],
+                         "both": counts[rows].sum(axis=1)}[quota.direction] if len(rows) else np.zeros(0)
+            groups = [(self.addresses[r], int(u)) for r, u in zip(rows.tolist(), used_rows.tolist())] \
+                if quota.per_host else [(quota.prefix, int(used_rows.sum()))]
+            for subject, used in groups:
+                out.append({"quota": quota.name, "subject": subject, "period": current[quota.period],
+                            "used_bytes": used, "limit_bytes": quota.limit_bytes,
+                            "used_pct": 100.0 * used / quota.limit_bytes})
+        self._usage_cache = (now, out)
         return out
 
     def _check_quotas(self, now: float, day: str, month: str) -> list[QuotaEvent]:
         events = []
         for entry in self.quota_usage(now):
-            period = entry["period"]
             for level in LEVELS:
-                key = (entry["quota"], entry["subject"], period, level)
+                key = (entry["quota"], entry["subject"], entry["period"], level)
                 if entry["used_pct"] >= level and key not in self._reported:
                     self._reported.add(key)
-                    events.append(QuotaEvent(entry["quota"], entry["subject"], period, level,
+                    events.append(QuotaEvent(entry["quota"], entry["subject"], entry["period"], level,
                                              entry["used_bytes"], entry["limit_bytes"], now))
         return events
 
@@ -181,12 +220,17 @@ class UsageMeter:
         return [h.as_dict() for h in self.hosts.values()]
 
     def restore(self, hosts: list[dict]) -> None:
-        """Carry day/month totals over a restart (from history's saved state)."""
-        for entry in hosts:
-            raw = ipaddress.ip_address(entry["address"])
-            key = np.zeros(1, dtype=[("family", "u1"), ("addr", "u1", 16)])
-            key["family"] = raw.version
-            key["addr"][0, :len(raw.packed)] = np.frombuffer(raw.packed, dtype=np.uint8)
-            self.hosts[int(flow_ids(key)[0])] = HostUsage(
-                entry["address"], entry["day"], entry["month"], [entry["day_up"], entry["day_down"]],
-                [entry["month_up"], entry["month_down"]], quotas=self._covering(entry["address"]))
+        """Carry day/month totals over a restart (from history's saved state); totals of
+        a day or month that has passed are dropped at the next update."""
+        if not hosts:
+            return
+        key = np.zeros(len(hosts), dtype=[("family", "u1"), ("addr", "u1", 16)])
+        for i, entry in enumerate(hosts):
+            ip = ipaddress.ip_address(entry["address"])
+            key["family"][i] = ip.version
+            key["addr"][i, :len(ip.packed)] = np.frombuffer(ip.packed, dtype=np.uint8)
+        rows = self._rows_for(flow_ids(key), key["family"], key["addr"])
+        self.day, self.month = hosts[0]["day"], hosts[0]["month"]
+        for row, entry in zip(rows.tolist(), hosts):
+            self.day_bytes[row] = (entry["day_up"], entry["day_down"])
+            self.month_bytes[row] = (entry["month_up"], entry["month_down"])

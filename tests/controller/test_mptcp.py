@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from anabranch.controller.classify import CLASSES
 from anabranch.controller.events import FlowEnd, MpCapable, MpFastClose, MpJoin
 from anabranch.controller.features import FlowExtras
 from anabranch.controller.mptcp import MptcpTracker, key_token
@@ -59,9 +60,9 @@ def test_join_attaches_to_the_connection_by_token_with_shares_rtt_and_retransmis
 
 def test_joined_subflows_inherit_the_connection_class_and_tokens_map_to_it():
     t = table(specs())
-    names = ["interactive"] * len(t)
-    names[row_of(t, INITIAL)] = "file"
-    result = MptcpTracker().update(t, handshake() + join(), 100.0, class_names=names)
+    classes = np.full(len(t), CLASSES.index("interactive"), dtype=np.int8)
+    classes[row_of(t, INITIAL)] = CLASSES.index("file")
+    result = MptcpTracker().update(t, handshake() + join(), 100.0, class_index=classes)
     assert result.inherit == {flow_id(JOINED): "file"}
     assert result.token_classes == {2945910507: "file", 3833528642: "file"}
 

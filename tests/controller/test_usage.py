@@ -20,7 +20,7 @@ def test_bytes_per_host_for_ipv4_and_ipv6_from_counter_deltas():
     meter = UsageMeter()
     meter.update(table(flows(100, 1000, 5, 50)), T0)
     meter.update(table(flows(150, 1500, 5, 80)), T0 + 1)
-    hosts = {h.address: h for h in meter.hosts.values()}
+    hosts = meter.hosts
     assert hosts["192.168.1.10"].day_bytes == [300, 3000]
     assert hosts["fd00::20"].day_bytes == [5, 80]
     assert hosts["192.168.1.10"].tick_bytes == [100, 1000]

@@ -24,7 +24,7 @@ from . import options as opt
 from .events import PayloadSnippet
 from .features import FlowExtras, match_previous
 from .flows import DOWN, UP, FlowTable
-from .hostnames import HostNames
+from .hostnames import HostNames, payload_signature
 
 CLASSES = ("voice", "video", "interactive", "file", "background")
 CLASS_INDEX = {name: i for i, name in enumerate(CLASSES)}
@@ -39,6 +39,8 @@ DEFAULT_PORT_TABLE: dict[str, list[int | str]] = {
     "background": [53, 123, 161, 389, 3306, 5432],
 }
 
+SIGNATURES = ("stun", "rtp", "rtcp", "sip", "rtsp", "hls", "dash", "bittorrent", "webdav", "git",
+              "rsync", "tftp")
 HEURISTICS = ("heuristic:voice", "heuristic:video", "heuristic:file")
 DEFAULT_REASON = "default"
 
@@ -74,7 +76,7 @@ class Rule:
     lan_cidrs: tuple[str, ...] = ()
     remote_cidrs: tuple[str, ...] = ()
     dscp: tuple[int, ...] = ()
-    hosts: HostPattern | None = None
+    hosts: HostPattern | None = None          # host names and/or "sig:<signature>" entries
 
     @property
     def kernel_expressible(self) -> bool:
@@ -209,28 +211,41 @@ def load_services(text: str, source: str) -> list[Rule]:
         name = r.require("name", opt.string, "the service's name")
         class_name = r.require("class", opt.choice(*CLASSES), "one of " + ", ".join(CLASSES))
         proto = r.get("proto", None, opt.choice("tcp", "udp"))
-        hosts = r.require("hosts", opt.string_list, "a list of host-name patterns")
+        hosts = r.get("hosts", [], opt.string_list)
+        signatures = r.get("signatures", [], lambda v: opt.string_list(v) or (
+            None if set(v) <= set(SIGNATURES) else "must name signatures from " + ", ".join(SIGNATURES)))
+        ports = r.get("ports", [], opt.port_ranges)
         r.finish()
+        if len(errors) == before and not (hosts or signatures or ports):
+            errors.append(f"{path}: give hosts, signatures or ports")
         if len(errors) == before:
+            patterns = list(hosts) + [f"sig:{s}" for s in signatures]
             rules.append(Rule(id=f"service:{name}", class_name=class_name,
-                              proto=PROTOS[proto] if proto else None, hosts=HostPattern(hosts)))
+                              proto=PROTOS[proto] if proto else None,
+                              ports=tuple(opt.parse_port_range(p) for p in ports),
+                              hosts=HostPattern(patterns) if patterns else None))
     if errors:
         raise opt.OptionsError(errors)
     return rules
 
 
 def default_rules(options: ClassifyOptions) -> list[Rule]:
-    """The ordered rule list: the admin's rules, extra service files, shipped services, ports."""
+    """The ordered rule list: the admin's rules; services known by host name or payload
+    signature (extra files first, then the shipped list); ARCHITECTURE.md's port table;
+    then services known only by their well-known ports."""
     rules = list(options.rules)
+    services: list[Rule] = []
     if options.services:
         for name in options.services_files:
-            rules += load_services(Path(name).read_text(), name)
+            services += load_services(Path(name).read_text(), name)
         shipped = resources.files("anabranch.controller").joinpath("services.toml").read_text()
-        rules += load_services(shipped, "services.toml")
+        services += load_services(shipped, "services.toml")
+    rules += [r for r in services if r.hosts is not None]
     if options.default_ports:
         for class_name, ports in DEFAULT_PORT_TABLE.items():
             rules.append(Rule(id=f"port:{class_name}", class_name=class_name,
                               ports=tuple(opt.parse_port_range(p) for p in ports)))
+    rules += [r for r in services if r.hosts is None]
     return rules
 
 
@@ -291,8 +306,11 @@ class Classifier:
 
     # -- host names ------------------------------------------------------------------
     def _name_flow(self, flow_id: int, names: tuple[str, ...]) -> None:
-        if names and self._flow_names.get(flow_id) != names:
-            self._flow_names[flow_id] = names
+        """Add names (host names, or "sig:<signature>") to what a flow is known by."""
+        known = self._flow_names.get(flow_id, ())
+        fresh = tuple(n for n in names if n not in known)
+        if fresh:
+            self._flow_names[flow_id] = known + fresh
             self._names_dirty = True
 
     def _rebuild_names(self) -> None:
@@ -313,6 +331,10 @@ class Classifier:
                 name = self.hosts.learn(event.flow_id, event.payload, event.dns_answer, now)
                 if name is not None:
                     self._name_flow(event.flow_id, (name,))
+                if not event.dns_answer:
+                    signature = payload_signature(event.payload, event.key.proto == socket.IPPROTO_UDP)
+                    if signature is not None:
+                        self._name_flow(event.flow_id, ("sig:" + signature,))
 
     # -- the tick ------------------------------------------------------------------------
     def update(self, table: FlowTable, events: list, now: float,
@@ -328,7 +350,7 @@ class Classifier:
             raw = keys["remote_addr"][fresh]
             for i, row in enumerate(fresh.tolist()):
                 fid = int(ids[row])
-                if fid in self._flow_names:
+                if any(not n.startswith("sig:") for n in self._flow_names.get(fid, ())):
                     continue
                 addr = socket.inet_ntop(socket.AF_INET if family[i] == 4 else socket.AF_INET6,
                                         raw[i].tobytes()[:4] if family[i] == 4 else raw[i].tobytes())
@@ -385,7 +407,7 @@ class Classifier:
         self._prev_ids = ids
         if self._last_prune is None or now - self._last_prune >= 60.0:
             self._prune(ids, now)
-        names = {f: v[0] for f, v in self._flow_names.items()}
+        names = {f: v[0] for f, v in self._flow_names.items() if not v[0].startswith("sig:")}
         return Classification(class_index, reason_index, self.reasons, names)
 
     def _update_burstiness(self, table: FlowTable, pos: np.ndarray, known: np.ndarray) -> None:

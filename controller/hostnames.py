@@ -321,3 +321,52 @@ class HostNames:
     def forget_flows(self, keep: set[int]) -> None:
         self.by_flow = {f: n for f, n in self.by_flow.items() if f in keep}
         self._quic = {f: c for f, c in self._quic.items() if f in keep}
+
+
+# -- payload signatures ---------------------------------------------------------------
+_STUN_COOKIE = bytes.fromhex("2112a442")
+_WEBDAV = (b"PROPFIND ", b"PROPPATCH ", b"MKCOL ", b"COPY ", b"MOVE ", b"LOCK ", b"UNLOCK ")
+_MEDIA_SUFFIXES = {".m3u8": "hls", ".ts": "hls", ".mpd": "dash", ".m4s": "dash"}
+
+
+def payload_signature(payload: bytes, udp: bool) -> str | None:
+    """The protocol a flow's first payload reveals, for protocols whose class is clear:
+    stun, rtp, rtcp, sip (calls); rtsp, hls, dash (streaming); bittorrent, webdav, git,
+    rsync, tftp (bulk).  None when nothing is recognised."""
+    if len(payload) < 4:
+        return None
+    if udp:
+        if len(payload) >= 20 and payload[0] & 0xC0 == 0 and (
+                payload[4:8] == _STUN_COOKIE or struct.unpack_from("!H", payload, 2)[0] == len(payload) - 20):
+            return "stun"
+        if len(payload) >= 12 and payload[0] & 0xC0 == 0x80:
+            pt = payload[1] & 0x7F
+            if 72 <= pt <= 76 and payload[1] in (200, 201, 202, 203, 204):
+                return "rtcp"
+            if pt <= 34 or 96 <= pt <= 127:
+                return "rtp"
+        if payload[:2] in (b"\x00\x01", b"\x00\x02") and (b"\x00octet\x00" in payload.lower()
+                                                          or b"\x00netascii\x00" in payload.lower()):
+            return "tftp"
+        if payload.startswith((b"d1:ad2:id20:", b"d1:rd2:id20:")):
+            return "bittorrent"
+    if payload.startswith((b"INVITE sip:", b"REGISTER sip:", b"OPTIONS sip:", b"SIP/2.0 ")):
+        return "sip"
+    if payload.startswith(b"RTSP/1.0 ") or b" rtsp://" in payload[:40]:
+        return "rtsp"
+    if payload.startswith(b"\x13BitTorrent protocol"):
+        return "bittorrent"
+    if payload.startswith(b"@RSYNCD:"):
+        return "rsync"
+    if b"git-upload-pack" in payload[:300] or b"git-receive-pack" in payload[:300]:
+        return "git"
+    if payload.startswith(_WEBDAV):
+        return "webdav"
+    if payload.startswith(_HTTP_METHODS):
+        line = payload.split(b"\r\n", 1)[0].split(b" ")
+        if len(line) >= 2:
+            path = line[1].split(b"?", 1)[0].lower()
+            for suffix, name in _MEDIA_SUFFIXES.items():
+                if path.endswith(suffix.encode()):
+                    return name
+    return None

@@ -40,7 +40,7 @@ DEFAULT_PORT_TABLE: dict[str, list[int | str]] = {
 }
 
 SIGNATURES = ("stun", "rtp", "rtcp", "sip", "rtsp", "hls", "dash", "bittorrent", "webdav", "git",
-              "rsync", "tftp")
+              "rsync", "tftp", "download")
 HEURISTICS = ("heuristic:voice", "heuristic:video", "heuristic:file")
 DEFAULT_REASON = "default"
 
@@ -215,14 +215,16 @@ def load_services(text: str, source: str) -> list[Rule]:
         signatures = r.get("signatures", [], lambda v: opt.string_list(v) or (
             None if set(v) <= set(SIGNATURES) else "must name signatures from " + ", ".join(SIGNATURES)))
         ports = r.get("ports", [], opt.port_ranges)
+        prefixes = r.get("prefixes", [], opt.cidr_list)
         r.finish()
-        if len(errors) == before and not (hosts or signatures or ports):
-            errors.append(f"{path}: give hosts, signatures or ports")
+        if len(errors) == before and not (hosts or signatures or ports or prefixes):
+            errors.append(f"{path}: give hosts, signatures, prefixes or ports")
         if len(errors) == before:
             patterns = list(hosts) + [f"sig:{s}" for s in signatures]
             rules.append(Rule(id=f"service:{name}", class_name=class_name,
                               proto=PROTOS[proto] if proto else None,
                               ports=tuple(opt.parse_port_range(p) for p in ports),
+                              remote_cidrs=tuple(prefixes),
                               hosts=HostPattern(patterns) if patterns else None))
     if errors:
         raise opt.OptionsError(errors)
@@ -240,12 +242,12 @@ def default_rules(options: ClassifyOptions) -> list[Rule]:
             services += load_services(Path(name).read_text(), name)
         shipped = resources.files("anabranch.controller").joinpath("services.toml").read_text()
         services += load_services(shipped, "services.toml")
-    rules += [r for r in services if r.hosts is not None]
+    rules += [r for r in services if r.hosts is not None or r.remote_cidrs]
     if options.default_ports:
         for class_name, ports in DEFAULT_PORT_TABLE.items():
             rules.append(Rule(id=f"port:{class_name}", class_name=class_name,
                               ports=tuple(opt.parse_port_range(p) for p in ports)))
-    rules += [r for r in services if r.hosts is None]
+    rules += [r for r in services if r.hosts is None and not r.remote_cidrs]
     return rules
 
 

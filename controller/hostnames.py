@@ -327,12 +327,14 @@ class HostNames:
 _STUN_COOKIE = bytes.fromhex("2112a442")
 _WEBDAV = (b"PROPFIND ", b"PROPPATCH ", b"MKCOL ", b"COPY ", b"MOVE ", b"LOCK ", b"UNLOCK ")
 _MEDIA_SUFFIXES = {".m3u8": "hls", ".ts": "hls", ".mpd": "dash", ".m4s": "dash"}
+_DOWNLOAD_SUFFIXES = (".exe", ".msi", ".msu", ".cab", ".iso", ".img", ".zip", ".7z", ".tar", ".gz", ".xz",
+                      ".bz2", ".deb", ".rpm", ".apk", ".dmg", ".pkg", ".psf", ".esd")
 
 
 def payload_signature(payload: bytes, udp: bool) -> str | None:
     """The protocol a flow's first payload reveals, for protocols whose class is clear:
     stun, rtp, rtcp, sip (calls); rtsp, hls, dash (streaming); bittorrent, webdav, git,
-    rsync, tftp (bulk).  None when nothing is recognised."""
+    rsync, tftp, download (an HTTP GET of an installer, archive or image: bulk).  None when nothing is recognised."""
     if len(payload) < 4:
         return None
     if udp:
@@ -369,4 +371,6 @@ def payload_signature(payload: bytes, udp: bool) -> str | None:
             for suffix, name in _MEDIA_SUFFIXES.items():
                 if path.endswith(suffix.encode()):
                     return name
+            if line[0] == b"GET" and path.endswith(tuple(s.encode() for s in _DOWNLOAD_SUFFIXES)):
+                return "download"
     return None

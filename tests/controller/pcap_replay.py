@@ -30,7 +30,7 @@ from anabranch.daemon import kstructs
 
 REPO = Path(__file__).resolve().parents[2]
 PCAPS = REPO.parent / "shared" / "data" / "pcaps"
-SNIPPET_BYTES = 1024          # payload kept per snippet
+SNIPPET_BYTES = 1500          # payload kept per snippet: a whole QUIC Initial (>= 1200 B)
 SNIPPET_PACKETS = 3           # first payload packets per direction that are reported
 TCP, UDP = socket.IPPROTO_TCP, socket.IPPROTO_UDP
 

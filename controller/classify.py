@@ -23,7 +23,7 @@ import numpy as np
 from . import options as opt
 from .events import PayloadSnippet
 from .features import FlowExtras, match_previous
-from .flows import DOWN, UP, FlowTable
+from .flows import DOWN, UP, FlowTable, flow_ids
 from .hostnames import HostNames, payload_signature
 
 CLASSES = ("voice", "video", "interactive", "file", "background")
@@ -41,7 +41,7 @@ DEFAULT_PORT_TABLE: dict[str, list[int | str]] = {
 
 SIGNATURES = ("stun", "rtp", "rtcp", "sip", "rtsp", "hls", "dash", "bittorrent", "webdav", "git",
               "rsync", "tftp", "download")
-HEURISTICS = ("heuristic:voice", "heuristic:video", "heuristic:file")
+HEURISTICS = ("heuristic:voice", "heuristic:video", "heuristic:file", "heuristic:call-socket")
 DEFAULT_REASON = "default"
 
 
@@ -405,6 +405,7 @@ class Classifier:
 
         self._update_burstiness(table, pos, known)
         if self.options.heuristics:
+            self._call_sockets(table, open_rows, class_index, reason_index)
             self._heuristics(table, open_rows, class_index, reason_index)
         self._prev_ids = ids
         if self._last_prune is None or now - self._last_prune >= 60.0:
@@ -427,6 +428,29 @@ class Classifier:
         mean = mean + alpha * delta
         var = (1 - alpha) * (var + alpha * delta * delta)
         self._bps_mean, self._bps_var, self._ticks_seen = mean, var, seen + 1
+
+    def _call_sockets(self, table: FlowTable, open_rows: np.ndarray, class_index: np.ndarray,
+                      reason_index: np.ndarray) -> None:
+        """UDP flows from the LAN socket (address, port) of a flow a rule found to be a call
+        are that call's media (ICE sends STUN and media from one socket to many peers)."""
+        keys = table.keys
+        udp = keys["proto"] == socket.IPPROTO_UDP
+        voice = udp & ~open_rows & (class_index == CLASS_INDEX["voice"])
+        candidates = udp & open_rows
+        if not voice.any() or not candidates.any():
+            return
+        sockets = np.zeros(len(table), dtype=[("family", "u1"), ("port", "<u2"), ("addr", "u1", 16)])
+        rows = np.flatnonzero(voice | candidates)
+        sock = sockets[rows]
+        sock["family"] = keys["family"][rows]
+        sock["port"] = keys["lan_port"][rows]
+        sock["addr"] = keys["lan_addr"][rows]
+        hashes = flow_ids(sock)
+        is_voice = voice[rows]
+        hit = rows[~is_voice][np.isin(hashes[~is_voice], hashes[is_voice])]
+        class_index[hit] = CLASS_INDEX["voice"]
+        reason_index[hit] = self._heuristic_reason["heuristic:call-socket"]
+        open_rows[hit] = False
 
     def burstiness(self) -> np.ndarray:
         """Coefficient of variation of each row's downstream rate (NaN before 5 ticks)."""
@@ -463,7 +487,7 @@ class Classifier:
         ratio = big / np.maximum(small, 1)
 
         # Calls: UDP both ways at a steady 5-400 pps of small-to-medium packets.
-        voice = (udp & ~quic & (duration >= 2) & (pps.min(axis=1) >= 5) & (pps.sum(axis=1) <= 400)
+        voice = (udp & ~quic & (duration >= 1) & (pps.min(axis=1) >= 5) & (pps.sum(axis=1) <= 400)
                  & (size.max(axis=1) <= 1250) & (ratio <= 20))
         # Streaming: mostly downstream, sustained, in bursts (player buffer refills).
         down_rate = octets[:, DOWN] * 8 / duration

@@ -203,6 +203,27 @@ def client_hello_sni(crypto: dict[int, bytes]) -> str | None:
     return sni_from_client_hello(stream[4:])
 
 
+def gquic_sni(payload: bytes) -> str | None:
+    """SNI of a Google QUIC (Q043 and older) client hello: a plaintext CHLO with tagged values."""
+    at = payload.find(b"CHLO", 0, 200)
+    if at < 0:
+        return None
+    try:
+        count = struct.unpack_from("<H", payload, at + 4)[0]
+        table = at + 8
+        values = table + 8 * count
+        start = 0
+        for i in range(count):
+            tag, end = struct.unpack_from("<4sI", payload, table + 8 * i)
+            if tag == b"SNI\x00":
+                name = payload[values + start: values + end]
+                return _clean(name) if len(name) == end - start else None
+            start = end
+    except struct.error:
+        return None
+    return None
+
+
 # -- DNS ---------------------------------------------------------------------------
 def _dns_name(msg: bytes, pos: int) -> tuple[str, int]:
     labels, jumps, end = [], 0, None
@@ -293,7 +314,7 @@ class HostNames:
             return None
         if flow_id in self.by_flow:
             return None
-        name = tls_sni(payload) or http_host(payload)
+        name = tls_sni(payload) or http_host(payload) or gquic_sni(payload)
         if name is None:
             frames = quic_initial_crypto(payload)
             if frames:

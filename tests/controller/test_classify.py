@@ -173,3 +173,30 @@ def test_configure_errors_name_the_key():
 
 def test_classes_are_the_five_of_the_architecture():
     assert CLASSES == ("voice", "video", "interactive", "file", "background")
+
+
+def test_stun_signature_makes_a_call_and_its_socket_carries_the_media():
+    stun_flow = {"proto": "udp", "lport": 50000, "remote": "198.51.100.9", "rport": 3478}
+    media = {"proto": "udp", "lport": 50000, "remote": "203.0.113.50", "rport": 61000,
+             "packets": (3, 3), "bytes": (300, 300)}
+    other = {"proto": "udp", "lport": 50001, "remote": "203.0.113.50", "rport": 61000,
+             "packets": (3, 3), "bytes": (300, 300)}
+    stun = struct.pack("!HH", 1, 0) + bytes.fromhex("2112a442") + bytes(12)
+    snippet = PayloadSnippet(1, flow_id(stun_flow), flow_key(stun_flow), 0, stun)
+    got, *_ = classify([stun_flow, media, other], events=[snippet])
+    assert got == [("voice", "service:Call media and signalling (STUN/TURN, RTP, SIP)"),
+                   ("voice", "heuristic:call-socket"), ("interactive", "default")]
+
+
+def test_service_ports_come_after_the_default_table_and_prefixes_before_it():
+    got, *_ = classify([{"proto": "udp", "rport": 514}, {"rport": 22, "remote": "23.246.3.140"}])
+    assert got[0] == ("background", "service:" + next(
+        r.id[8:] for r in Classifier().rules if r.id.startswith("service:Machine traffic")))
+    assert got[1] == ("video", "service:Netflix Open Connect (by address)")
+
+
+def test_services_file_entry_needs_something_to_match():
+    with pytest.raises(OptionsError, match=r"x.toml: service\[0\]: give hosts, signatures, prefixes or ports"):
+        load_services('[[service]]\nname = "n"\nclass = "file"\n', "x.toml")
+    with pytest.raises(OptionsError, match="signatures: must name signatures from"):
+        load_services('[[service]]\nname = "n"\nclass = "file"\nsignatures = ["ftp"]\n', "x.toml")

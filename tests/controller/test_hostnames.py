@@ -136,3 +136,33 @@ def test_quic_corrupted_packet_yields_no_name():
     packet = bytearray(quic_initial([(0, client_hello("x.example"))]))
     packet[-1] ^= 0xFF
     assert hn.quic_initial_crypto(bytes(packet)) == []
+
+
+def stun_binding_request() -> bytes:
+    return struct.pack("!HH", 0x0001, 8) + bytes.fromhex("2112a442") + bytes(12) + struct.pack("!HH", 0x8022, 4) + b"test"
+
+
+@pytest.mark.parametrize("payload,udp,expected", [
+    (stun_binding_request(), True, "stun"),
+    (bytes([0x80, 0x00]) + struct.pack("!HII", 1, 160, 0x1234) + bytes(160), True, "rtp"),
+    (b"INVITE sip:bob@example.org SIP/2.0\r\n", True, "sip"),
+    (b"DESCRIBE rtsp://cam.example/stream RTSP/1.0\r\n", False, "rtsp"),
+    (b"\x13BitTorrent protocol" + bytes(8), False, "bittorrent"),
+    (b"GET /live/chunk-001.ts?token=1 HTTP/1.1\r\nHost: x\r\n\r\n", False, "hls"),
+    (b"GET /video/manifest.mpd HTTP/1.1\r\n\r\n", False, "dash"),
+    (b"GET /files/setup.EXE HTTP/1.1\r\n\r\n", False, "download"),
+    (b"PROPFIND /dav/ HTTP/1.1\r\n\r\n", False, "webdav"),
+    (b"@RSYNCD: 31.0\n", False, "rsync"),
+    (b"\x00\x01boot.img\x00octet\x00", True, "tftp"),
+    (b"GET /index.html HTTP/1.1\r\n\r\n", False, None),
+    (bytes([0x45, 0x00, 0x01, 0x02]) + bytes(40), True, None),
+])
+def test_payload_signatures(payload, udp, expected):
+    assert hn.payload_signature(payload, udp) == expected
+
+
+def test_google_quic_plaintext_chlo_sni():
+    values = b"upload.youtube.com" + b"Q043"
+    tags = struct.pack("<4sI", b"SNI\x00", 18) + struct.pack("<4sI", b"VER\x00", 22)
+    packet = bytes([0x0D]) + bytes(8) + b"Q043" + b"\x01" + bytes(12) + b"CHLO" + struct.pack("<HH", 2, 0) + tags + values
+    assert hn.gquic_sni(packet) == "upload.youtube.com"

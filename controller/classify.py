@@ -258,17 +258,24 @@ def _address_words(raw: np.ndarray) -> np.ndarray:
 
 def _cidr_mask(words: np.ndarray, family: np.ndarray, cidrs: tuple[str, ...]) -> np.ndarray:
     mask = np.zeros(len(words), dtype=bool)
-    for text in cidrs:
-        net = ipaddress.ip_network(text, strict=False)
-        bits = 32 if net.version == 4 else 128
-        value = int(net.network_address) << (128 - bits)
-        plen = net.prefixlen
-        hi_v, lo_v = np.uint64(value >> 64), np.uint64(value & (2**64 - 1))
-        hi_m = np.uint64(((1 << 64) - 1) ^ ((1 << (64 - min(plen, 64))) - 1)) if plen else np.uint64(0)
-        lo_bits = max(plen - 64, 0)
-        lo_m = np.uint64(((1 << 64) - 1) ^ ((1 << (64 - lo_bits)) - 1)) if lo_bits else np.uint64(0)
-        mask |= ((family == net.version) & ((words[:, 0] & hi_m) == hi_v)
-                 & ((words[:, 1] & lo_m) == lo_v))
+    nets = [ipaddress.ip_network(text, strict=False) for text in cidrs]
+    if any(net.version == 4 for net in nets):
+        v4 = (words[:, 0] >> np.uint64(32)).astype(np.uint32)
+        is_v4 = family == 4
+        for net in (n for n in nets if n.version == 4):
+            bits = np.uint32((0xFFFFFFFF << (32 - net.prefixlen)) & 0xFFFFFFFF)
+            mask |= (v4 & bits) == np.uint32(int(net.network_address))
+        mask &= is_v4
+    v6_nets = [n for n in nets if n.version == 6]
+    if v6_nets:
+        is_v6 = family == 6
+        for net in v6_nets:
+            value, plen = int(net.network_address), net.prefixlen
+            hi_v, lo_v = np.uint64(value >> 64), np.uint64(value & (2**64 - 1))
+            hi_m = np.uint64(((1 << 64) - 1) ^ ((1 << (64 - min(plen, 64))) - 1)) if plen else np.uint64(0)
+            lo_bits = max(plen - 64, 0)
+            lo_m = np.uint64(((1 << 64) - 1) ^ ((1 << (64 - lo_bits)) - 1)) if lo_bits else np.uint64(0)
+            mask |= is_v6 & ((words[:, 0] & hi_m) == hi_v) & ((words[:, 1] & lo_m) == lo_v)
     return mask
 
 
@@ -360,10 +367,13 @@ class Classifier:
         if self._names_dirty:
             self._rebuild_names()
 
-        host_match = np.zeros((n, len(self._host_rules)), dtype=bool)
+        # Column-major: each host rule reads one contiguous column.
+        host_match = None
         if len(self._named_ids) and n:
             npos, named = match_previous(self._named_ids, ids)
-            host_match[named] = self._named_match[npos[named]]
+            if named.any():
+                host_match = np.zeros((n, len(self._host_rules)), dtype=bool, order="F")
+                host_match[named] = self._named_match[npos[named]]
 
         class_index = np.full(n, CLASS_INDEX[self.options.default_class], dtype=np.int8)
         reason_index = np.full(n, self._default_reason, dtype=np.int16)
@@ -377,6 +387,8 @@ class Classifier:
             if not open_rows.any():
                 break
             if rule.hosts is not None:
+                if host_match is None:
+                    continue
                 mask = host_match[:, host_col[i]] & open_rows
                 if not mask.any():
                     continue

@@ -8,7 +8,6 @@ FlowTable, the datapath events decoded since the last tick and `now` (epoch seco
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np

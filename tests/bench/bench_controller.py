@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "controller"))
 
 from anabranch.controller.events import MpCapable, MpJoin  # noqa: E402
 from anabranch.controller.features import FlowExtras  # noqa: E402
+from anabranch.controller.mptcp import key_token  # noqa: E402
 from anabranch.controller.paths import LinkSpec  # noqa: E402
 from anabranch.controller.tick import Controller, ControllerOptions  # noqa: E402
 from anabranch.controller.usage import UsageOptions  # noqa: E402
@@ -30,7 +31,6 @@ def events_for(table, rng, count: int) -> list:
     for i in range(0, len(rows) - 1, 2):
         key = int(rng.integers(1, 2**63))
         events.append(MpCapable(table.now_ns, int(table.ids[rows[i]]), None, 0, 1, key, key + 1))
-        from anabranch.controller.mptcp import key_token
         events.append(MpJoin(table.now_ns, int(table.ids[rows[i + 1]]), None, 0, key_token(key + 1, 1), 1))
     return events
 

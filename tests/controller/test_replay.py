@@ -1,4 +1,5 @@
 """The controller on real captures (../shared/data/pcaps), fed as the datapath would feed it."""
+
 import pytest
 
 pytestmark = pytest.mark.shared_data

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from anabranch.controller.options import OptionsError

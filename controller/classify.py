@@ -88,21 +88,28 @@ class Rule:
 
 @dataclass(frozen=True)
 class PortRule:
-    proto: int        # 0 = TCP and UDP
+    """Ports lo..hi (either end of the flow) -> class; proto 0 means any protocol."""
+
+    proto: int
     lo: int
     hi: int
     class_name: str
+    order: int = 0    # the rule's place in the ordered list: lower wins over a PrefixRule
 
 
 @dataclass(frozen=True)
 class PrefixRule:
+    """Remote address in `cidr` -> class."""
+
     cidr: str
     class_name: str
+    order: int = 0
 
 
 @dataclass
 class Policy:
-    """What the daemon compiles into the kernel maps; overrides win over the rules."""
+    """What the daemon compiles into the kernel maps.  A per-flow override wins; else,
+    of the port and prefix rules that match, the one with the lowest `order`."""
 
     port_rules: list[PortRule]
     prefix_rules: list[PrefixRule]
@@ -116,7 +123,16 @@ class Classification:
     class_index: np.ndarray       # int8 into CLASSES
     reason_index: np.ndarray      # int16 into `reasons`
     reasons: list[str]
-    names: dict[int, str]         # flow_id -> host name, for the flows that have one
+    flow_names: dict[int, tuple[str, ...]] = field(default_factory=dict)  # the classifier's, shared
+
+    def name_of(self, flow_id: int) -> str | None:
+        """The host name a flow is known by (SNI, Host, QUIC or DNS), if any."""
+        return next((n for n in self.flow_names.get(int(flow_id), ()) if not n.startswith("sig:")), None)
+
+    @property
+    def names(self) -> dict[int, str]:
+        """flow_id -> host name for every named flow (built on demand)."""
+        return {f: n for f in self.flow_names if (n := self.name_of(f)) is not None}
 
     def class_of(self, row: int) -> str:
         return CLASSES[int(self.class_index[row])]
@@ -422,8 +438,7 @@ class Classifier:
         self._prev_ids = ids
         if self._last_prune is None or now - self._last_prune >= 60.0:
             self._prune(ids, now)
-        names = {f: v[0] for f, v in self._flow_names.items() if not v[0].startswith("sig:")}
-        return Classification(class_index, reason_index, self.reasons, names)
+        return Classification(class_index, reason_index, self.reasons, self._flow_names)
 
     def _update_burstiness(self, table: FlowTable, pos: np.ndarray, known: np.ndarray) -> None:
         """EWMA mean and variance of each flow's downstream rate over its ticks."""
@@ -533,9 +548,10 @@ class Classifier:
     def _prune(self, ids: np.ndarray, now: float) -> None:
         self._last_prune = now
         present = set(ids.tolist())
-        if len(self._flow_names) > len(present) // 2:
-            self._flow_names = {f: v for f, v in self._flow_names.items() if f in present}
-            self._names_dirty = True
+        gone = [f for f in self._flow_names if f not in present]
+        for f in gone:
+            del self._flow_names[f]
+        self._names_dirty = self._names_dirty or bool(gone)
         keep = np.isin(self._sticky_ids, ids)
         self._set_sticky(self._sticky_ids[keep], self._sticky_class[keep], self._sticky_reason[keep])
         self.hosts.forget_flows(present)
@@ -551,10 +567,10 @@ class Classifier:
                 continue
             kernel_rules.add(i)
             for lo, hi in rule.ports:
-                port_rules.append(PortRule(rule.proto or 0, lo, hi, rule.class_name))
+                port_rules.append(PortRule(rule.proto or 0, lo, hi, rule.class_name, i))
             for cidr in rule.remote_cidrs:
                 prefix_rules.append(PrefixRule(str(ipaddress.ip_network(cidr, strict=False)),
-                                               rule.class_name))
+                                               rule.class_name, i))
         decided_in_user_space = ~np.isin(result.reason_index, np.array(sorted(kernel_rules), dtype=np.int16))
         rows = np.flatnonzero(decided_in_user_space & (result.reason_index != self._default_reason))
         overrides = {int(table.ids[r]): CLASSES[int(result.class_index[r])] for r in rows.tolist()}

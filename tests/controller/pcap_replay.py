@@ -225,7 +225,7 @@ class Replay:
                           "sport": int(k["lan_port"]), "dst": kstructs.address(fam, k["remote_addr"]),
                           "dport": int(k["remote_port"]), "bytes": int(table.bytes[row].sum()),
                           "class": c.class_of(row), "reason": c.reason_of(row),
-                          "host": c.names.get(int(table.ids[row]))})
+                          "host": c.name_of(int(table.ids[row]))})
         key_of = {int(table.ids[r]): flows[r] for r in range(len(table))}
         conns = []
         for conn in result.mptcp.connections:

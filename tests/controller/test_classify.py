@@ -3,7 +3,7 @@ import struct
 import numpy as np
 import pytest
 
-from anabranch.controller.classify import (CLASSES, Classifier, ClassifyOptions, HostPattern, PortRule,
+from anabranch.controller.classify import (CLASSES, Classifier, ClassifyOptions, HostPattern,
                                            PrefixRule, load_services)
 from anabranch.controller.events import PayloadSnippet
 from anabranch.controller.features import FlowExtras
@@ -153,8 +153,9 @@ def test_policy_splits_kernel_rules_from_per_flow_overrides():
     snippet = PayloadSnippet(1, flow_id(spec), flow_key(spec), 0, tls_record(client_hello("x.nflxvideo.net")))
     _, c, t, result = classify([spec, {"rport": 5060, "proto": "udp"}], opts, events=[snippet])
     policy = c.policy(t, result)
-    assert PrefixRule("10.9.0.0/16", "file") in policy.prefix_rules
-    assert PortRule(0, 5060, 5062, "voice") in policy.port_rules
+    assert PrefixRule("10.9.0.0/16", "file", 0) in policy.prefix_rules
+    voice = next(r for r in policy.port_rules if r.lo == 5060)
+    assert (voice.proto, voice.hi, voice.class_name) == (0, 5062, "voice") and voice.order > 0
     assert policy.overrides == {flow_id(spec): "video"}
 
 

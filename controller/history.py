@@ -109,6 +109,7 @@ class History:
             self.db.execute("DELETE FROM series WHERE level = ? AND t < ?", (level - 1, t - source_keep))
             if level == 2:
                 self.db.execute("DELETE FROM series WHERE level = 2 AND t < ?", (t - keep,))
+                self.db.execute("DELETE FROM alerts WHERE resolved_at < ?", (t - keep,))
 
     # -- reading ----------------------------------------------------------------------------
     def level_for(self, start: float, latest: float | None = None) -> int:

@@ -60,10 +60,11 @@ def table(specs: list[dict], now_s: float = 100.0) -> FlowTable:
     arr = lambda name, default, dtype: np.array([s.get(name, default) for s in specs], dtype=dtype)[order]
     return FlowTable(
         ids=ids[order], keys=k[order],
-        packets=arr("packets", (10, 10), np.uint64), bytes=arr("bytes", (1000, 1000), np.uint64),
+        packets=arr("packets", (10, 10), np.uint64).reshape(-1, 2),
+        bytes=arr("bytes", (1000, 1000), np.uint64).reshape(-1, 2),
         first_seen_ns=(arr("first_s", now_s - 10, np.float64) * 1e9).astype(np.uint64),
         last_seen_ns=(arr("last_s", now_s, np.float64) * 1e9).astype(np.uint64),
-        bps=arr("bps", (0.0, 0.0), np.float64), pps=arr("pps", (0.0, 0.0), np.float64),
+        bps=arr("bps", (0.0, 0.0), np.float64).reshape(-1, 2), pps=arr("pps", (0.0, 0.0), np.float64).reshape(-1, 2),
         now_ns=int(now_s * 1e9))
 
 

@@ -83,3 +83,10 @@ def test_options_collect_errors_from_every_section():
     for key in ("controller.classify.default_class", "controller.alerts.rules", "controller.history.path",
                 "controller.extra: unknown key"):
         assert key in text
+
+
+def test_an_empty_flow_table_ticks(tmp_path):
+    controller = Controller(options(tmp_path))
+    result = controller.tick(table([]), [], T0)
+    assert result.class_totals["voice"]["flows"] == 0 and result.policy.overrides == {}
+    controller.close()

@@ -166,3 +166,20 @@ def test_google_quic_plaintext_chlo_sni():
     tags = struct.pack("<4sI", b"SNI\x00", 18) + struct.pack("<4sI", b"VER\x00", 22)
     packet = bytes([0x0D]) + bytes(8) + b"Q043" + b"\x01" + bytes(12) + b"CHLO" + struct.pack("<HH", 2, 0) + tags + values
     assert hn.gquic_sni(packet) == "upload.youtube.com"
+
+
+def test_parsers_never_raise_on_random_or_truncated_input():
+    import random
+    rng = random.Random(5)
+    seeds = [tls_record(client_hello("a.example")), dns_response("a.example", [("192.0.2.1", 5)]),
+             b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", quic_initial([(0, client_hello("q.example"))]),
+             stun_binding_request()]
+    names = hn.HostNames()
+    for i in range(3000):
+        base = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(0, 6)):
+            base[rng.randrange(len(base))] = rng.randrange(256)
+        data = bytes(base[: rng.randint(0, len(base))]) if i % 2 else bytes(rng.randbytes(rng.randint(0, 64)))
+        names.learn(i, data, bool(i % 3 == 0), 0.0)
+        hn.payload_signature(data, bool(i % 2))
+        hn.gquic_sni(data)

@@ -356,8 +356,11 @@ class Classifier:
                 name = self.hosts.learn(event.flow_id, event.payload, event.dns_answer, now)
                 if name is not None:
                     self._name_flow(event.flow_id, (name,))
-                if not event.dns_answer:
-                    signature = payload_signature(event.payload, event.key.proto == socket.IPPROTO_UDP)
+                # DNS messages are binary headers that can look like RTP: never guess on them.
+                key = event.key
+                if not event.dns_answer and key is not None and 53 not in (key.lan_port, key.remote_port) \
+                        and 5353 not in (key.lan_port, key.remote_port):
+                    signature = payload_signature(event.payload, key.proto == socket.IPPROTO_UDP)
                     if signature is not None:
                         self._name_flow(event.flow_id, ("sig:" + signature,))
 

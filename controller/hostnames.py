@@ -359,8 +359,9 @@ def payload_signature(payload: bytes, udp: bool) -> str | None:
     if len(payload) < 4:
         return None
     if udp:
-        if len(payload) >= 20 and payload[0] & 0xC0 == 0 and (
-                payload[4:8] == _STUN_COOKIE or struct.unpack_from("!H", payload, 2)[0] == len(payload) - 20):
+        # RFC 5389 STUN only (the magic cookie): RFC 3489's cookieless form is too easily
+        # confused with other binary headers such as DNS.
+        if len(payload) >= 20 and payload[0] & 0xC0 == 0 and payload[4:8] == _STUN_COOKIE:
             return "stun"
         if len(payload) >= 12 and payload[0] & 0xC0 == 0x80:
             pt = payload[1] & 0x7F

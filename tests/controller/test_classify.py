@@ -201,3 +201,11 @@ def test_services_file_entry_needs_something_to_match():
         load_services('[[service]]\nname = "n"\nclass = "file"\n', "x.toml")
     with pytest.raises(OptionsError, match="signatures: must name signatures from"):
         load_services('[[service]]\nname = "n"\nclass = "file"\nsignatures = ["ftp"]\n', "x.toml")
+
+
+def test_dns_messages_are_never_taken_for_call_media():
+    dns_flow = {"proto": "udp", "lport": 53, "remote": "192.168.1.8", "rport": 32795}
+    reply = bytes([0x80, 0x00]) + bytes(30)        # a DNS id whose top bits look like RTP
+    snippet = PayloadSnippet(1, flow_id(dns_flow), flow_key(dns_flow), 0, reply)
+    got, *_ = classify([dns_flow], events=[snippet])
+    assert got == [("background", "port:background")]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import options as opt
 from .classify import CLASSES
 from .events import FlowEnd, MpCapable, MpFastClose, MpJoin, MpTcpRst, NewFlow
 from .features import FlowExtras, match_previous
@@ -77,7 +78,17 @@ class Connection:
 
 @dataclass
 class MptcpOptions:
-    linger_s: float = 60.0     # how long an ended connection stays listed
+    linger_s: float = 60.0     # how long an ended (or idle) connection stays listed
+
+    @classmethod
+    def configure(cls, table: dict, path: str = "mptcp") -> "MptcpOptions":
+        errors: list[str] = []
+        r = opt.Reader(table, path, errors)
+        result = cls(linger_s=r.get("linger_s", 60.0, opt.number(0, 86_400)))
+        r.finish()
+        if errors:
+            raise opt.OptionsError(errors)
+        return result
 
 
 class MptcpTracker:

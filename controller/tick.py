@@ -47,7 +47,7 @@ class ControllerOptions:
         errors: list[str] = []
         r = opt.Reader(table, path, errors)
         parts: dict[str, Any] = {}
-        for key, kind in (("classify", ClassifyOptions), ("paths", PathOptions),
+        for key, kind in (("classify", ClassifyOptions), ("mptcp", MptcpOptions), ("paths", PathOptions),
                           ("usage", UsageOptions), ("alerts", AlertOptions)):
             raw = r.get(key, {}, lambda v: None if isinstance(v, dict) else "must be a table")
             try:

@@ -206,6 +206,8 @@ class UsageMeter:
         return out
 
     def _check_quotas(self, now: float, day: str, month: str) -> list[QuotaEvent]:
+        # What was reported in past periods can never repeat: forget it.
+        self._reported = {k for k in self._reported if k[2] in (day, month)}
         events = []
         for entry in self.quota_usage(now):
             for level in LEVELS:

@@ -112,3 +112,11 @@ def test_fastclose_ends_the_connection_at_once():
     (conn,) = tracker.update(t, [MpFastClose(100_000_000_000, flow_id(JOINED), 0)], 100.0).connections
     assert conn.end_reason == "fastclose"
     assert all(s.ended is not None for s in conn.subflows.values())
+
+
+def test_options_validate_linger():
+    from anabranch.controller.mptcp import MptcpOptions
+    from anabranch.controller.options import OptionsError
+    assert MptcpOptions.configure({"linger_s": 5}).linger_s == 5
+    with pytest.raises(OptionsError, match='mptcp.linger_s: must be a number, got "long"'):
+        MptcpOptions.configure({"linger_s": "long"})

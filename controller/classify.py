@@ -302,7 +302,6 @@ class Classifier:
         self.options = options or ClassifyOptions()
         self.rules = default_rules(self.options)
         self.reasons = [r.id for r in self.rules] + list(HEURISTICS) + [DEFAULT_REASON]
-        self._reason_of_rule = np.arange(len(self.rules), dtype=np.int16)
         self._heuristic_reason = {h: len(self.rules) + i for i, h in enumerate(HEURISTICS)}
         self._default_reason = len(self.reasons) - 1
         self._host_rules = [i for i, r in enumerate(self.rules) if r.hosts is not None]
@@ -323,7 +322,6 @@ class Classifier:
         self._sticky_class = np.zeros(0, dtype=np.int8)
         self._sticky_reason = np.zeros(0, dtype=np.int16)
         self._prev_ids = np.zeros(0, dtype=np.uint64)
-        self._prev_bps = np.zeros(0)
         self._bps_mean = np.zeros(0)
         self._bps_var = np.zeros(0)
         self._ticks_seen = np.zeros(0, dtype=np.int32)

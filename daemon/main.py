@@ -26,18 +26,20 @@ from typing import Any
 
 import numpy as np
 
-from anabranch.client import messages
 from anabranch.controller.flows import DOWN, UP, FlowRates, FlowTable
 
+from . import commands
 from . import config as config_mod
 from . import kstructs
+from .estimate import load_forecaster
 from .notify import Notifier
-from .server import ApiServer, Arg, Command, CommandError
+from .server import ApiServer, CurveKeys
+from .state import AlertBook, Policy
+from .stream import Stream
 
 log = logging.getLogger("anabranchd")
 
 PROGRAM_NAMES = {"ingress": "anabranch_ingress", "egress": "anabranch_egress"}
-SORT_KEYS = ("rate", "bytes", "first_seen", "last_seen")
 
 
 def version() -> str:
@@ -72,6 +74,10 @@ class Daemon:
         self.datapath = None
         self.hooks = None
         self.server: ApiServer | None = None
+        self.policy: Policy | None = None
+        self.alerts: AlertBook | None = None
+        self.stream: Stream | None = None
+        self.forecaster = None
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -82,9 +88,14 @@ class Daemon:
         runtime.mkdir(parents=True, exist_ok=True, mode=0o755)
         self.datapath = Datapath(BuildOptions(flow_map_size=self.config.daemon.flow_map_size))
         self.hooks = TcHooks(Ledger.load(runtime / "kernel-state.json"))
-        self.server = ApiServer(self.config.api.events, self.config.api.control,
-                                group=self.config.api.socket_group)
-        self._register_commands()
+        api = self.config.api
+        curve = CurveKeys(api.curve_server_key, api.curve_clients_dir) if api.curve_server_key else None
+        self.server = ApiServer(api.events, api.control, group=api.socket_group, curve=curve)
+        self.policy = Policy.load(self.config.daemon.state_dir)
+        self.alerts = AlertBook(self.policy, lambda body: self.server.publish("alerts", body))
+        self.forecaster = load_forecaster()
+        self.stream = Stream(self.server, self, snapshot_every=api.snapshot_every)
+        commands.register(self.server, self)
         self.pending = [iface.name for iface in self.config.interfaces]
         self._attach_pending()
         self.notifier.ready(self._status_line())
@@ -152,13 +163,9 @@ class Daemon:
 
     def _reload(self) -> None:
         try:
-            fresh = config_mod.load(self.config.source)
+            self.reload_config()
         except config_mod.ConfigError as exc:
             log.error("reload refused, keeping the running configuration:\n%s", exc)
-            return
-        log.info("configuration reloaded from %s (interface changes apply at restart)",
-                 self.config.source)
-        self.config = fresh
 
     # -- the tick ---------------------------------------------------------------
     def tick(self) -> None:
@@ -238,55 +245,22 @@ class Daemon:
         }
 
     def _publish(self) -> None:
-        now = time.time()
-        self.server.publish("state", self.state(), now)
-        rows = self.table.top(self.config.daemon.publish_flows)
-        self.server.publish("flows", {"snapshot": True, "count": len(self.table),
-                                      "flows": self.flow_records(rows)}, now)
+        self.stream.tick(time.time())
 
     def _status_line(self) -> str:
         attached = len(self.hooks.attached) if self.hooks else 0
         flows = len(self.table) if self.table is not None else 0
         return f"{attached} interface(s) attached, {flows} flows, tick {self.tick_ms:.1f} ms"
 
-    # -- commands -------------------------------------------------------------------
-    def _register_commands(self) -> None:
-        self.server.register(Command("status", lambda args: self.state(),
-                                     summary="daemon, interfaces, totals and datapath errors"))
-        self.server.register(Command("flows", self._cmd_flows, summary="active flows, filtered and sorted", args={
-            "limit": Arg((int,), low=1, high=100_000),
-            "sort": Arg((str,), choices=SORT_KEYS),
-            "iface": Arg((str,), max_len=15),
-            "proto": Arg((str,), max_len=8),
-            "host": Arg((str,), max_len=64),
-        }))
-
-    def _cmd_flows(self, args: dict[str, Any]) -> dict[str, Any]:
-        table = self.table
-        if table is None:
-            raise CommandError(messages.E_UNAVAILABLE, "no sweep yet; try again in a second")
-        mask = np.ones(len(table), dtype=bool)
-        if "iface" in args:
-            ifindex = next((i for i, n in self.iface_names.items() if n == args["iface"]), None)
-            if ifindex is None:
-                raise CommandError(messages.E_NOT_FOUND, f"args.iface: no attached interface {args['iface']!r}")
-            mask &= table.by_port(ifindex)
-        if "proto" in args:
-            numbers = [n for n, name in kstructs.PROTO_NAMES.items() if name == args["proto"]]
-            if not numbers:
-                raise CommandError(messages.E_INVALID,
-                                   f"args.proto: one of {', '.join(kstructs.PROTO_NAMES.values())}")
-            mask &= table.keys["proto"] == numbers[0]
-        rows = np.flatnonzero(mask)
-        sort = args.get("sort", "rate")
-        weight = {"rate": lambda r: table.bps[r].sum(axis=1),
-                  "bytes": lambda r: table.bytes[r].sum(axis=1).astype(np.float64),
-                  "first_seen": lambda r: table.first_seen_ns[r].astype(np.float64),
-                  "last_seen": lambda r: table.last_seen_ns[r].astype(np.float64)}[sort](rows)
-        rows = rows[np.argsort(-weight, kind="stable")]
-        records = self.flow_records(rows) if "host" not in args else [
-            r for r in self.flow_records(rows) if args["host"] in (r["src"], r["dst"])]
-        return {"count": len(records), "flows": records[: args.get("limit", 100)]}
+    # -- what the API reads and changes ---------------------------------------------------
+    def reload_config(self) -> str:
+        """Re-read the TOML (the `config.reload` command); raises ConfigError and keeps the old one."""
+        fresh = config_mod.load(self.config.source)
+        self.config = fresh
+        if self.server is not None and fresh.api.curve_clients_dir:
+            self.server.allowed_clients_changed(fresh.api.curve_clients_dir)
+        log.info("configuration reloaded from %s (interface changes apply at restart)", fresh.source)
+        return fresh.source
 
 
 def cleanup(config: config_mod.Config) -> int:

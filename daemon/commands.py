@@ -411,10 +411,11 @@ def commands(provider) -> list[Command]:
 
 
 def register(server: ApiServer, provider) -> None:
-    table = commands(provider)
-    for command in table:
+    for command in commands(provider):
         server.register(command)
-    listing = {c.name: {"summary": c.summary,
-                        "args": {name: arg.describe() for name, arg in c.args.items()}} for c in table}
-    server.register(Command("commands", lambda args: {"commands": listing},
-                            summary="every command with its summary and arguments"))
+
+    def listing(args: dict[str, Any]) -> dict[str, Any]:
+        return {"commands": {c.name: {"summary": c.summary,
+                                      "args": {name: arg.describe() for name, arg in c.args.items()}}
+                             for c in server.commands.values()}}
+    server.register(Command("commands", listing, summary="every command with its summary and arguments"))

@@ -116,7 +116,7 @@ class Policy:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         with open(tmp, "w") as out:
-            json.dump(self.document(), out, indent=1, sort_keys=True)
+            json.dump(self.document(), out, indent=1)
             out.flush()
             os.fsync(out.fileno())
         os.chmod(tmp, 0o640)

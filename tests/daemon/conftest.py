@@ -32,12 +32,13 @@ fake_daemon = _load_fake()
 class Served:
     """A FakeDaemon whose control socket is served by a thread; `lock` pauses it for ticks."""
 
-    def __init__(self, tmp_path: Path, flows: int = 200, **options):
+    def __init__(self, tmp_path: Path, flows: int = 200, endpoints: tuple[str, str] | None = None, **options):
         self.tmp_path = tmp_path
-        self.events = f"ipc://{tmp_path}/events.sock"
-        self.control = f"ipc://{tmp_path}/control.sock"
+        events, control = endpoints or (f"ipc://{tmp_path}/events.sock", f"ipc://{tmp_path}/control.sock")
         self.state_dir = str(tmp_path / "state")
-        self.daemon = fake_daemon.FakeDaemon(self.events, self.control, self.state_dir, flows=flows, **options)
+        self.daemon = fake_daemon.FakeDaemon(events, control, self.state_dir, flows=flows, **options)
+        # What was really bound (a tcp:// port 0 becomes the kernel's choice).
+        self.events, self.control = self.daemon.server.endpoints
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)

@@ -410,12 +410,42 @@ def commands(provider) -> list[Command]:
     ]
 
 
-def register(server: ApiServer, provider) -> None:
-    for command in commands(provider):
-        server.register(command)
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def reference(table: dict[str, Command]) -> str:
+    """The argument reference of API.md, generated from the schemas (a test keeps them equal)."""
+    lines = []
+    for name in sorted(table):
+        command = table[name]
+        lines += [f"#### `{name}`", "", command.summary, ""]
+        rows = [(path, arg) for key, spec in command.args.items() for path, arg in spec.walk(key)]
+        if rows:
+            lines += ["| argument | schema |", "|---|---|"]
+            lines += [f"| `{path}` | {_cell(arg.describe())} |" for path, arg in rows]
+        else:
+            lines.append("No arguments.")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def command_table(provider) -> dict[str, Command]:
+    """Every command by name, with `commands` (the table describing itself)."""
+    table = {c.name: c for c in commands(provider)}
 
     def listing(args: dict[str, Any]) -> dict[str, Any]:
         return {"commands": {c.name: {"summary": c.summary,
                                       "args": {name: arg.describe() for name, arg in c.args.items()}}
-                             for c in server.commands.values()}}
-    server.register(Command("commands", listing, summary="every command with its summary and arguments"))
+                             for c in table.values()}}
+    table["commands"] = Command("commands", listing, summary="every command with its summary and arguments")
+    return table
+
+
+def register(server: ApiServer, provider) -> None:
+    for command in command_table(provider).values():
+        server.register(command)
+
+
+if __name__ == "__main__":
+    print(reference(command_table(None)), end="")

@@ -104,15 +104,40 @@ class Arg:
         return " or ".join(_KIND.get(t, t.__name__) for t in self.types)
 
     def describe(self) -> str:
-        """One line for the API reference: `integer 1..100000`, `one of rate, bytes`."""
+        """One line for the API reference: `an integer, 1..100000, required`."""
         parts = [self.kind()]
         if self.choices:
-            parts.append("one of " + ", ".join(map(str, self.choices)))
+            parts.append("one of " + ", ".join(f"`{c}`" for c in self.choices))
         if self.low is not None or self.high is not None:
-            parts.append(f"{'' if self.low is None else f'{self.low:g}'}..{'' if self.high is None else f'{self.high:g}'}")
+            parts.append(f"{_number(self.low)}..{_number(self.high)}")
+        if self.pattern:
+            parts.append(f"matching `{self.pattern}`")
+        if (list in self.types or (dict in self.types and self.fields is None) or str in self.types) \
+                and not self.pattern and not self.choices:
+            parts.append(f"length {self.min_len}..{self.max_len}")
+        if self.key_pattern:
+            parts.append(f"keys matching `{self.key_pattern}`")
         if self.required:
-            parts.append("required")
+            parts.append("**required**")
+        if self.doc:
+            parts.append(self.doc)
         return ", ".join(parts)
+
+    def walk(self, path: str):
+        """(path, Arg) for this value and everything nested in it, for the reference."""
+        yield path, self
+        if self.items is not None:
+            yield from self.items.walk(f"{path}[]")
+        for name, spec in (self.fields or {}).items():
+            yield from spec.walk(f"{path}.{name}")
+        if self.values is not None:
+            yield from self.values.walk(f"{path}.*")
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def _shown_type(value: Any) -> str:

@@ -17,7 +17,6 @@ import faulthandler
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from importlib import metadata
@@ -33,6 +32,7 @@ from . import config as config_mod
 from . import kstructs
 from .estimate import load_forecaster
 from .notify import Notifier
+from .records import FlowRecords
 from .server import ApiServer, CurveKeys
 from .state import AlertBook, Policy
 from .stream import Stream
@@ -49,15 +49,6 @@ def version() -> str:
         return "0+unknown"
 
 
-def _addresses(family: np.ndarray, raw: np.ndarray) -> list[str]:
-    out = []
-    for fam, addr in zip(family.tolist(), raw):
-        data = addr.tobytes()
-        out.append(socket.inet_ntop(socket.AF_INET, data[:4]) if fam == kstructs.FAMILY_V4
-                   else socket.inet_ntop(socket.AF_INET6, data))
-    return out
-
-
 class Daemon:
     def __init__(self, config: config_mod.Config):
         self.config = config
@@ -67,6 +58,7 @@ class Daemon:
         self.reload_requested = False
         self.rates = FlowRates()
         self.table: FlowTable | None = None
+        self.records = FlowRecords()
         self.tick_ms = 0.0
         self.ticks = 0
         self.iface_names: dict[int, str] = {}
@@ -185,38 +177,9 @@ class Daemon:
         if self.ticks % 10 == 0:
             self.notifier.status(self._status_line())
 
-    def _epoch(self, mono_ns: np.ndarray) -> np.ndarray:
-        offset = time.time() - time.clock_gettime_ns(time.CLOCK_MONOTONIC) / 1e9
-        return mono_ns.astype(np.float64) / 1e9 + offset
-
     def flow_records(self, rows: np.ndarray) -> list[dict[str, Any]]:
-        table = self.table
-        keys = table.keys[rows]
-        family = keys["family"]
-        src = _addresses(family, keys["lan_addr"])
-        dst = _addresses(family, keys["remote_addr"])
-        first = self._epoch(table.first_seen_ns[rows]).tolist()
-        last = self._epoch(table.last_seen_ns[rows]).tolist()
-        packets = table.packets[rows].tolist()
-        octets = table.bytes[rows].tolist()
-        bps = table.bps[rows].tolist()
-        records = []
-        for i, row in enumerate(rows.tolist()):
-            key = keys[i]
-            records.append({
-                "id": f"{int(table.ids[row]):016x}",
-                "iface": self.iface_names.get(int(key["ifindex"]), str(int(key["ifindex"]))),
-                "proto": kstructs.proto_name(key["proto"]),
-                "family": int(family[i]),
-                "src": src[i], "sport": int(key["lan_port"]),
-                "dst": dst[i], "dport": int(key["remote_port"]),
-                "packets_up": packets[i][UP], "packets_down": packets[i][DOWN],
-                "bytes_up": octets[i][UP], "bytes_down": octets[i][DOWN],
-                "bps_up": bps[i][UP], "bps_down": bps[i][DOWN],
-                "first_seen": first[i], "last_seen": last[i],
-                "class": None, "reason": None,
-            })
-        return records
+        offset = time.time() - time.clock_gettime_ns(time.CLOCK_MONOTONIC) / 1e9
+        return self.records.build(self.table, rows, self.iface_names, offset)
 
     def interfaces(self) -> list[dict[str, Any]]:
         result = []

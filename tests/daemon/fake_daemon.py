@@ -4,7 +4,7 @@ No BPF, no root: flow keys and counters are numpy arrays of kstructs' dtypes fed
 through the real controller FlowRates.  Run as a script it serves until killed
 (the fuzz test measures that process's memory):
 
-    python fake_daemon.py EVENTS CONTROL STATE_DIR [FLOWS]
+    python fake_daemon.py EVENTS CONTROL STATE_DIR [FLOWS [TICK_S [PUBLISH_FLOWS]]]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from anabranch.controller.flows import FlowRates
 from anabranch.daemon import commands, config as config_mod, kstructs
 from anabranch.daemon.estimate import HarmonicForecaster
 from anabranch.daemon.main import Daemon
+from anabranch.daemon.records import FlowRecords
 from anabranch.daemon.server import ApiServer
 from anabranch.daemon.state import AlertBook, Policy
 from anabranch.daemon.stream import Stream
@@ -66,7 +67,6 @@ class FakeDaemon:
 
     flow_records = Daemon.flow_records
     interfaces = Daemon.interfaces
-    _epoch = Daemon._epoch
 
     def __init__(self, events: str, control: str, state_dir: str, flows: int = 200,
                  publish_flows: int = 2000, group: str = "", curve=None, snapshot_every: int = 10):
@@ -79,6 +79,7 @@ class FakeDaemon:
         self.iface_names = {index: name for name, index in IFINDEX.items()}
         self.hooks = type("Hooks", (), {"attached": {"wan0", "lan0"}})()
         self.rates = FlowRates()
+        self.records = FlowRecords()
         self.table = None
         self.now_ns = 2_000_000_000
         self.keys, self.values = synthetic_flows(flows)
@@ -127,12 +128,14 @@ class FakeDaemon:
 def main(argv: list[str]) -> int:
     events, control, state_dir = argv[:3]
     flows = int(argv[3]) if len(argv) > 3 else 200
-    daemon = FakeDaemon(events, control, state_dir, flows=flows)
+    tick_s = float(argv[4]) if len(argv) > 4 else 0.5
+    publish_flows = int(argv[5]) if len(argv) > 5 else 2000
+    daemon = FakeDaemon(events, control, state_dir, flows=flows, publish_flows=publish_flows)
     daemon.tick()
     print("ready", flush=True)
     try:
         while True:
-            daemon.server.serve(0.5)
+            daemon.server.serve(tick_s)
             daemon.tick()
     except KeyboardInterrupt:
         pass

@@ -319,8 +319,9 @@ class ApiServer:
                 return
             if not self.router.poll(int(remaining * 1000) + 1, zmq.POLLIN):
                 return
-            # Drain what is queued before checking the clock again.
-            for _ in range(1000):
+            # Drain what is queued, but never past the deadline: a flood of
+            # requests must not hold off the next tick.
+            while time.monotonic() < deadline:
                 try:
                     frames = self.router.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:

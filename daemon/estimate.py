@@ -9,7 +9,6 @@ anabranch.controller.predict; both answer in the same shape.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -130,6 +129,3 @@ def load_forecaster() -> Forecaster:
 
     return OnnxForecaster()
 
-
-def is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

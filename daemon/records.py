@@ -42,20 +42,27 @@ class FlowRecords:
             live = set(table.ids.tolist())
             self._fixed = {k: v for k, v in self._fixed.items() if k in live}
         ids = table.ids[rows].tolist()
-        fresh = np.array([i for i, flow_id in enumerate(ids) if flow_id not in self._fixed], dtype=np.int64)
-        if len(fresh):
+        fixed = [self._fixed.get(flow_id) for flow_id in ids]
+        fresh = [i for i, record in enumerate(fixed) if record is None]
+        if fresh:
             self._remember(table, rows[fresh], iface_names, epoch_offset_s)
-        last = (table.last_seen_ns[rows].astype(np.float64) / 1e9 + epoch_offset_s).tolist()
-        packets = table.packets[rows].tolist()
-        octets = table.bytes[rows].tolist()
-        bps = table.bps[rows].tolist()
+            for i in fresh:
+                fixed[i] = self._fixed[ids[i]]
+        # Flat columns and item assignment: the cheapest way CPython builds many maps.
+        columns = (table.packets[rows, UP].tolist(), table.packets[rows, DOWN].tolist(),
+                   table.bytes[rows, UP].tolist(), table.bytes[rows, DOWN].tolist(),
+                   table.bps[rows, UP].tolist(), table.bps[rows, DOWN].tolist(),
+                   (table.last_seen_ns[rows].astype(np.float64) / 1e9 + epoch_offset_s).tolist())
         records = []
-        fixed = self._fixed
-        for i, flow_id in enumerate(ids):
-            record = fixed[flow_id].copy()
-            p, o, b = packets[i], octets[i], bps[i]
-            record.update(packets_up=p[UP], packets_down=p[DOWN], bytes_up=o[UP], bytes_down=o[DOWN],
-                          bps_up=b[UP], bps_down=b[DOWN], last_seen=last[i])
+        for base, p_up, p_down, b_up, b_down, r_up, r_down, last in zip(fixed, *columns):
+            record = base.copy()
+            record["packets_up"] = p_up
+            record["packets_down"] = p_down
+            record["bytes_up"] = b_up
+            record["bytes_down"] = b_down
+            record["bps_up"] = r_up
+            record["bps_down"] = r_down
+            record["last_seen"] = last
             records.append(record)
         return records
 

@@ -2,7 +2,7 @@
 
 cmd_rtt_p99_ms: `status` round trips (p50/p99) from a client to a fake daemon in
 its own process that ticks every second with 10 000 flows (10 % of them moving),
-publishing all of them on `flows` to a subscriber that reads everything.  Ticks
+publishing all of them on `flows` to a subscriber (its own process) that reads everything.  Ticks
 run between commands as in anabranchd, so p99 includes waiting behind a tick.
 publish_10k_flows_ms: mean time of one tick's publishing (every topic; flows as
 snapshot or delta) in-process, with 10 % of flows moving; the snapshot and
@@ -12,6 +12,7 @@ all-moving cases are reported too.
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import tempfile
@@ -73,6 +74,18 @@ def publish_cost(folder: str) -> dict:
             "publish_10k_flows_all_moving_ms": round(float(np.mean(all_moving)), 2)}
 
 
+SUBSCRIBER = """
+import sys, time
+from anabranch.client import Subscriber
+sub = Subscriber(sys.argv[1], rcvhwm=100_000)
+count, deadline = 0, time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    if sub.receive(timeout_s=0.1) is not None:
+        count += 1
+print(count)
+"""
+
+
 def command_rtt(folder: str, calls: int = 3000) -> dict:
     events, control = f"ipc://{folder}/e.sock", f"ipc://{folder}/c.sock"
     proc = subprocess.Popen([sys.executable, str(FAKE_DAEMON), events, control, f"{folder}/s",
@@ -80,16 +93,11 @@ def command_rtt(folder: str, calls: int = 3000) -> dict:
     subscriber = None
     try:
         assert proc.stdout.readline().strip() == "ready"
-        subscriber = Subscriber(events, rcvhwm=100_000)
-        stop = threading.Event()
-        received = [0]
-
-        def drain() -> None:
-            while not stop.is_set():
-                if subscriber.receive(timeout_s=0.05) is not None:
-                    received[0] += 1
-        reader = threading.Thread(target=drain, daemon=True)
-        reader.start()
+        # The stream's reader is its own process, as a real consumer would be: decoding
+        # 10 000-flow messages must not hold this client's GIL while it measures.
+        subscriber = subprocess.Popen([sys.executable, "-c", SUBSCRIBER, events, "12"],
+                                      stdout=subprocess.PIPE, text=True)
+        time.sleep(1.0)
         rtts = []
         with Client(control, timeout_s=5.0, retries=0) as client:
             client.call("status")
@@ -100,16 +108,19 @@ def command_rtt(folder: str, calls: int = 3000) -> dict:
                 rtts.append((time.perf_counter() - t0) * 1000)
                 time.sleep(0.001)  # a steady client, not a flood: ticks fall between calls
             duration = time.monotonic() - started
-        stop.set()
-        reader.join(2)
+        received = int(subscriber.communicate(timeout=30)[0].strip() or 0)
         return {"cmd_rtt_p50_ms": round(float(np.percentile(rtts, 50)), 3),
                 "cmd_rtt_p99_ms": round(float(np.percentile(rtts, 99)), 3),
                 "cmd_rtt_max_ms": round(float(np.max(rtts)), 3),
                 "cmd_calls": calls, "cmd_duration_s": round(duration, 1),
-                "stream_messages_received": received[0]}
+                "stream_messages_received": received,
+                "load_average_1m": round(os.getloadavg()[0], 2)}
     finally:
+        if subscriber is not None and subscriber.poll() is None:
+            subscriber.kill()
+            subscriber.wait(5)
         if subscriber is not None:
-            subscriber.close()
+            subscriber.stdout.close()
         proc.terminate()
         proc.wait(10)
         proc.stdout.close()

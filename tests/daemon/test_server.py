@@ -20,7 +20,7 @@ import zmq.auth
 from anabranch.client import Client, CurveKeys, DaemonUnreachable, Subscriber, messages
 from anabranch.client.cli import keygen
 from anabranch.daemon import config as config_mod
-from anabranch.daemon.server import ApiServer, CurveKeys as ServerCurveKeys
+from anabranch.daemon.server import ApiServer, Command, CurveKeys as ServerCurveKeys
 
 HERE = Path(__file__).resolve().parent
 
@@ -73,6 +73,17 @@ def test_the_reply_carries_the_request_id(served, dealer):
     sock = dealer( served.control)
     reply = _exchange(sock, messages.request("status", request_id="abc"))
     assert reply["id"] == "abc" and reply["ok"] is True
+
+
+def test_a_failing_handler_answers_internal_and_the_server_carries_on(served, caplog):
+    def broken(args):
+        raise RuntimeError("a bug")
+    with served.lock:
+        served.daemon.server.register(Command("broken", broken))
+    code, message = served.error("broken")
+    assert code == messages.E_INTERNAL and "logged" in message
+    assert "command failed" in caplog.text
+    assert served.call("status")["totals"]["flows"] == 200
 
 
 def test_an_oversized_request_is_dropped_and_the_server_carries_on(served, dealer):

@@ -9,7 +9,7 @@
                     [--cidr NET]... [--host NAME]... | rules update ID [...] | rules delete ID
     anabranch class set NAME [--priority P] [--min MBIT] [--max MBIT|link] [--dscp N]
     anabranch link set NAME [--up MBIT|auto] [--down MBIT|auto]
-    anabranch alerts [list] [--all] | alerts ack ID
+    anabranch alerts [list [--all]] | alerts ack ID
     anabranch predict CLASS MBIT...          next 1 s / 5 s demand from recent samples
     anabranch history SERIES [--last S] [--step S]
     anabranch call CMD [JSON-ARGS]           any command, raw (see `anabranch call commands`)
@@ -17,7 +17,7 @@
     anabranch watch [--topic T]...           follow the state stream
     anabranch keygen NAME [--dir DIR]        a CURVE key pair for tcp:// endpoints
 
-Human tables by default, `--json` for scripts.  Exit status: 0 done, 2 bad usage,
+Human tables by default, `--json` (before or after the command) for scripts.  Exit status: 0 done, 2 bad usage,
 3 the daemon is unreachable, 4 the daemon refused the command (its error code is printed).
 """
 
@@ -227,6 +227,10 @@ def _rule_from(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parser() -> argparse.ArgumentParser:
+    # `--json` is accepted before or after the command (SUPPRESS: the later one
+    # must not reset what the earlier one set).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
     top = argparse.ArgumentParser(prog="anabranch", description="Anabranch command line",
                                   epilog="exit status: 0 done, 2 bad usage, 3 daemon unreachable, "
                                          "4 command refused")
@@ -241,35 +245,35 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"anabranch {_version()}")
     sub = top.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("status", help="daemon, interfaces and totals")
-    flows = sub.add_parser("flows", help="active flows")
+    sub.add_parser("status", parents=[common], help="daemon, interfaces and totals")
+    flows = sub.add_parser("flows", parents=[common], help="active flows")
     flows.add_argument("--limit", type=int, default=50)
     flows.add_argument("--sort", default="rate", choices=("rate", "bytes", "first_seen", "last_seen"))
     flows.add_argument("--iface")
     flows.add_argument("--proto", choices=("tcp", "udp", "icmp", "icmpv6"))
     flows.add_argument("--host", help="an IP address on either side")
     flows.add_argument("--class", dest="class_")
-    flow = sub.add_parser("flow", help="one flow and its recent rates")
+    flow = sub.add_parser("flow", parents=[common], help="one flow and its recent rates")
     flow.add_argument("id")
     for name, text in (("mptcp", "MPTCP connections"), ("links", "links and capacities"),
                        ("classes", "the class table"), ("usage", "traffic per LAN host"),
                        ("reload", "re-read the daemon's configuration file")):
-        sub.add_parser(name, help=text)
+        sub.add_parser(name, parents=[common], help=text)
 
-    rules = sub.add_parser("rules", help="classification rules").add_subparsers(dest="action")
-    rules.add_parser("list")
-    add = rules.add_parser("add")
+    rules = sub.add_parser("rules", parents=[common], help="classification rules").add_subparsers(dest="action")
+    rules.add_parser("list", parents=[common])
+    add = rules.add_parser("add", parents=[common])
     add.add_argument("--id")
     add.add_argument("--position", type=int)
     _rule_options(add, new=True)
-    update = rules.add_parser("update")
+    update = rules.add_parser("update", parents=[common])
     update.add_argument("id")
     _rule_options(update, new=False)
-    delete = rules.add_parser("delete")
+    delete = rules.add_parser("delete", parents=[common])
     delete.add_argument("id")
 
-    klass = sub.add_parser("class", help="change a class").add_subparsers(dest="action", required=True)
-    cset = klass.add_parser("set")
+    klass = sub.add_parser("class", parents=[common], help="change a class").add_subparsers(dest="action", required=True)
+    cset = klass.add_parser("set", parents=[common])
     cset.add_argument("name")
     cset.add_argument("--priority", type=int)
     cset.add_argument("--min", type=float, dest="min_mbit")
@@ -277,32 +281,32 @@ def parser() -> argparse.ArgumentParser:
                       help="Mbit/s, or `link` for no limit below the link")
     cset.add_argument("--dscp", type=int)
 
-    link = sub.add_parser("link", help="change a link").add_subparsers(dest="action", required=True)
-    lset = link.add_parser("set")
+    link = sub.add_parser("link", parents=[common], help="change a link").add_subparsers(dest="action", required=True)
+    lset = link.add_parser("set", parents=[common])
     lset.add_argument("name")
     lset.add_argument("--up", type=_mbit_or("auto"), dest="up_mbit")
     lset.add_argument("--down", type=_mbit_or("auto"), dest="down_mbit")
 
-    alerts = sub.add_parser("alerts", help="alerts").add_subparsers(dest="action")
-    alist = alerts.add_parser("list")
+    alerts = sub.add_parser("alerts", parents=[common], help="alerts").add_subparsers(dest="action")
+    alist = alerts.add_parser("list", parents=[common])
     alist.add_argument("--all", action="store_true", help="also recently resolved alerts")
-    ack = alerts.add_parser("ack")
+    ack = alerts.add_parser("ack", parents=[common])
     ack.add_argument("id")
 
-    predict = sub.add_parser("predict", help="next 1 s / 5 s demand of a class")
+    predict = sub.add_parser("predict", parents=[common], help="next 1 s / 5 s demand of a class")
     predict.add_argument("class_", metavar="CLASS")
     predict.add_argument("samples", metavar="MBIT", nargs="+", type=_samples,
                          help="recent Mbit/s per second, oldest first (- for a missed second)")
-    history = sub.add_parser("history", help="a time series the daemon keeps in memory")
+    history = sub.add_parser("history", parents=[common], help="a time series the daemon keeps in memory")
     history.add_argument("series", help="e.g. total.down_bps or link.wan0.up_bps")
     history.add_argument("--last", type=float, default=300.0, help="seconds back from now")
     history.add_argument("--step", type=float, default=10.0, help="seconds per point")
-    call = sub.add_parser("call", help="send any command with JSON arguments")
+    call = sub.add_parser("call", parents=[common], help="send any command with JSON arguments")
     call.add_argument("cmd")
     call.add_argument("args", nargs="?", default="{}", help="a JSON object")
-    watch = sub.add_parser("watch", help="follow the state stream (Ctrl-C to stop)")
+    watch = sub.add_parser("watch", parents=[common], help="follow the state stream (Ctrl-C to stop)")
     watch.add_argument("--topic", action="append", choices=TOPICS, help="default: state")
-    keygen = sub.add_parser("keygen", help="make a CURVE key pair (NAME.key, NAME.key_secret)")
+    keygen = sub.add_parser("keygen", parents=[common], help="make a CURVE key pair (NAME.key, NAME.key_secret)")
     keygen.add_argument("name")
     keygen.add_argument("--dir", default=".", help="where to write them (default: here)")
     return top

@@ -47,6 +47,8 @@ def test_status_prints_a_table(daemon, capsys):
 def test_json_output_is_the_reply(daemon, capsys):
     code, out, _ = run(capsys, *daemon, "--json", "status")
     assert code == 0 and json.loads(out)["totals"]["flows"] == 200
+    code, out, _ = run(capsys, *daemon, "status", "--json")
+    assert code == 0 and json.loads(out)["totals"]["flows"] == 200
 
 
 def test_flows_with_filters(daemon, capsys):

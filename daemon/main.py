@@ -71,6 +71,7 @@ class Daemon:
         self.pending: list[str] = []
         self.datapath = None
         self.hooks = None
+        self.shaper = None
         self.server: ApiServer | None = None
 
     # -- lifecycle -------------------------------------------------------------
@@ -87,6 +88,7 @@ class Daemon:
         self._register_commands()
         self.pending = [iface.name for iface in self.config.interfaces]
         self._attach_pending()
+        self._start_shaping(runtime)
         self.notifier.ready(self._status_line())
         log.info("anabranchd %s ready: events %s, control %s", version(),
                  self.config.api.events, self.config.api.control)
@@ -109,8 +111,25 @@ class Daemon:
             self.iface_names[ifindex] = name
         self.pending = still
 
+    def _start_shaping(self, runtime: Path) -> None:
+        from .shaper import Shaper, ShapingLedger, shaped_links
+
+        self.shaper = Shaper(shaped_links(self.config), ShapingLedger.load(runtime / "shaping-state.json"),
+                             hysteresis=self.config.shaping.hysteresis)
+        self._shape()
+
+    def _shape(self) -> None:
+        try:
+            self.shaper.tick(time.monotonic())
+        except Exception:  # a shaping bug must not stop counting and the API
+            log.exception("shaping tick failed; the kernel keeps the previous tree")
+
     def stop(self) -> None:
         self.notifier.stopping()
+        if self.shaper is not None:
+            if self.shaper.stop(self.config.shaping.on_stop):
+                log.error("removing the HTB trees left problems; run `anabranchd --cleanup`")
+            self.shaper.close()
         if self.hooks is not None:
             failures = self.hooks.detach_all([i.name for i in self.config.interfaces])
             if failures:
@@ -171,6 +190,7 @@ class Daemon:
         idle = self.table.idle(int(self.config.daemon.idle_timeout_s * 1e9))
         if idle.any():
             self.datapath.delete_flows(self.table.keys[idle])
+        self._shape()
         self._publish()
         self.ticks += 1
         self.tick_ms = (time.perf_counter() - started) * 1000
@@ -235,11 +255,15 @@ class Daemon:
             "totals": self.table.totals() if self.table is not None else {},
             "datapath": {"errors": self.datapath.error_counts(),
                          "flow_map_size": self.config.daemon.flow_map_size},
+            "shaping": self.shaper.snapshot() if self.shaper is not None else None,
         }
 
     def _publish(self) -> None:
         now = time.time()
-        self.server.publish("state", self.state(), now)
+        state = self.state()
+        self.server.publish("state", state, now)
+        if state["shaping"] is not None:
+            self.server.publish("classes", state["shaping"], now)
         rows = self.table.top(self.config.daemon.publish_flows)
         self.server.publish("flows", {"snapshot": True, "count": len(self.table),
                                       "flows": self.flow_records(rows)}, now)
@@ -260,6 +284,12 @@ class Daemon:
             "proto": Arg((str,), max_len=8),
             "host": Arg((str,), max_len=64),
         }))
+        self._register_classes_command()
+
+    def _register_classes_command(self) -> None:
+        from .shaper import classes_command
+
+        self.server.register(classes_command(lambda: self.shaper))
 
     def _cmd_flows(self, args: dict[str, Any]) -> dict[str, Any]:
         table = self.table
@@ -297,6 +327,13 @@ def cleanup(config: config_mod.Config) -> int:
     names = sorted({i.name for i in config.interfaces} | hooks.ledger.clsact_created)
     failures = hooks.detach_all(names)
     hooks.close()
+    from .shaper import Shaper, ShapingLedger, shaped_links
+
+    shaper = Shaper(shaped_links(config),
+                    ShapingLedger.load(Path(config.daemon.runtime_dir) / "shaping-state.json"))
+    names = sorted(set(names) | shaper.ledger.trees)
+    failures += shaper.stop("remove")
+    shaper.close()
     for name in names:
         print(f"cleaned {name}")
     return 1 if failures else 0

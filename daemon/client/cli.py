@@ -2,6 +2,7 @@
 
     anabranch status [--json]
     anabranch flows [--limit N] [--sort rate|bytes|first_seen|last_seen] [--iface NAME] [--json]
+    anabranch classes [--json]            shaping plan and per-class kernel counters
     anabranch watch                       follow the state stream
 Human tables by default, `--json` for scripts; exits 3 when the daemon is unreachable.
 """
@@ -63,6 +64,21 @@ def show_flows(reply: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def show_classes(reply: dict[str, Any]) -> str:
+    lines = [f"leaf qdisc: {reply.get('leaf_qdisc') or 'not probed yet'}"]
+    for link in reply["links"]:
+        state = "shaped" if link["shaped"] else f"NOT shaped: {link['error'] or 'no plan yet'}"
+        lines += ["", f"{link['iface']} ({link['link']} {link['direction']}, {link['link_mbit']:g} Mbit/s): {state}",
+                  f"  {'class':<12}{'id':<6}{'prio':>5}{'rate':>14}{'ceil':>14}{'now':>14}"
+                  f"{'sent':>10}{'dropped':>9}{'overlimits':>11}"]
+        for c in link["classes"]:
+            lines.append(f"  {c['name']:<12}{c['classid']:<6}{c['htb_prio']:>5}{_rate(c['rate_bps']):>14}"
+                         f"{_rate(c['ceil_bps']):>14}{_rate(c['measured_bps']):>14}"
+                         f"{_bytes(c.get('sent_bytes', 0)):>10}{c.get('dropped', 0):>9}"
+                         f"{c.get('overlimits', 0):>11}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="anabranch", description="Anabranch command line")
     parser.add_argument("--control", default=Endpoints.control, help="the daemon's control endpoint")
@@ -77,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     flows.add_argument("--limit", type=int, default=50)
     flows.add_argument("--sort", default="rate", choices=("rate", "bytes", "first_seen", "last_seen"))
     flows.add_argument("--iface")
+    sub.add_parser("classes", help="shaping plan and per-class kernel counters")
     sub.add_parser("watch", help="follow the state stream (Ctrl-C to stop)")
     args = parser.parse_args(argv)
 
@@ -101,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
                     call_args["iface"] = args.iface
                 reply = client.call("flows", **call_args)
                 print(json.dumps(reply, indent=2) if args.json else show_flows(reply))
+            elif args.command == "classes":
+                reply = client.call("classes")
+                print(json.dumps(reply, indent=2) if args.json else show_classes(reply))
     except DaemonUnreachable as exc:
         print(f"anabranch: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE

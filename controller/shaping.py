@@ -21,7 +21,9 @@ DEFAULT_CLASS_ID = 3  # interactive: what nobody marked
 LEAF_KINDS = ("cake", "fq_codel", "sfq", "pfifo")
 # A pfifo leaf holds about this long at the class's ceil (a small buffer, not a bloat).
 PFIFO_HOLD_S = 0.05
-PFIFO_LIMITS = (10, 1000)
+# pfifo counts packets, not bytes: the floor absorbs a burst of small real-time
+# packets (128 voice packets of 200 bytes are 20 kB, a few ms at the ceil).
+PFIFO_LIMITS = (128, 1000)
 WIRE_PACKET_BYTES = 1514
 
 
@@ -165,3 +167,19 @@ def diff(desired: Tree, actual: Tree | None) -> list[Change]:
         elif old_leaf != leaf:
             changes.append(Change("replace-leaf", leaf))
     return changes
+
+
+def class_rates(before: dict[str, int], after: dict[str, int], dt_s: float) -> tuple[float, float]:
+    """(sent, offered) bit/s of one class between two readings of its kernel counters.
+
+    What a class *sent* understates the need of a class held below its demand;
+    what it was *offered* also counts what it dropped (at its average packet size)
+    and what it queued, so a starved class gets its full need at the next tick
+    instead of growing by the headroom each tick."""
+    sent = after["sent_bytes"] - before["sent_bytes"]
+    if dt_s <= 0 or sent < 0 or after["dropped"] < before["dropped"]:
+        return 0.0, 0.0  # counters restarted (the class was re-created)
+    packets = max(after["sent_packets"] - before["sent_packets"], 1)
+    dropped_bytes = (after["dropped"] - before["dropped"]) * (sent / packets if sent else WIRE_PACKET_BYTES)
+    queued = max(after["backlog_bytes"] - before["backlog_bytes"], 0)
+    return sent * 8 / dt_s, (sent + dropped_bytes + queued) * 8 / dt_s

@@ -32,7 +32,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from anabranch.controller import allocate as allocate_mod
 from anabranch.controller.allocate import DEFAULT_CLASSES, LinkPlan, TrafficClass
 from anabranch.controller.shaping import (DEFAULT_CLASS_ID, HTB_HANDLE, LEAF_KINDS, ROOT_CLASSID, Change,
-                                          ClassNode, LeafNode, Tree, classid, desired_tree, diff, show_handle)
+                                          ClassNode, LeafNode, Tree, class_rates, classid, desired_tree, diff,
+                                          show_handle)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,12 @@ TC_H_ROOT = 0xFFFF_FFFF
 PROBE_CLASSID = HTB_HANDLE | 0xFFFE   # a short-lived class to try leaf kinds under
 PROBE_HANDLE = 0xFFFE_0000
 MTU_BYTES = 1600
+# Borrowers of one HTB prio share the spare rate by quantum.  HTB's default
+# (rate / r2q) would hand a 5 Mbit/s class 50 times a 0.1 Mbit/s class's share
+# (a starting voice flow, before its first tick, loses to video); one quantum
+# for every class shares the spare evenly and never trips the kernel's
+# "quantum is small/big" warnings.
+QUANTUM_BYTES = 2 * MTU_BYTES
 
 
 class ShapingError(Exception):
@@ -114,12 +121,6 @@ def _class_name(classid: int, classes: tuple[TrafficClass, ...]) -> str:
     return f"unknown-{show_handle(classid)}"
 
 
-def _quantum(rate_bps: int) -> int:
-    # HTB's default (rate / r2q) is below one packet for small classes and the
-    # kernel then logs a warning on every change: keep it within a sane range.
-    return max(MTU_BYTES, min(200_000, rate_bps // 8 // 10))
-
-
 def _burst(rate_bps: int) -> int:
     # What tc uses by default: one millisecond at the rate plus a packet.
     return rate_bps // 8 // 1000 + MTU_BYTES
@@ -140,8 +141,9 @@ class Shaper:
         self.plans: dict[str, LinkPlan] = {}         # iface -> the plan in the kernel
         self.errors: dict[str, str] = {}             # iface -> why it is not shaped as planned
         self.kernel: dict[str, KernelTree] = {}      # iface -> last read-back
-        self.class_bps: dict[str, dict[str, float]] = {}
-        self._last_bytes: dict[str, tuple[float, dict[int, int]]] = {}
+        self.class_bps: dict[str, dict[str, float]] = {}          # iface -> class -> sent bit/s
+        self.class_offered_bps: dict[str, dict[str, float]] = {}  # ... sent + dropped + queued
+        self._last_bytes: dict[str, tuple[float, dict[int, dict[str, int]]]] = {}
 
     def close(self) -> None:
         self._ipr.close()
@@ -219,7 +221,7 @@ class Shaper:
             self._ipr.tc(change.op, "htb", ifindex, node.classid, parent=node.parent,
                          rate=node.rate_bps // 8, ceil=node.ceil_bps // 8, prio=node.prio,
                          burst=_burst(node.rate_bps), cburst=_burst(node.ceil_bps),
-                         quantum=_quantum(node.rate_bps))
+                         quantum=QUANTUM_BYTES)
         elif change.op == "delete-class":
             self._delete_class(ifindex, node.classid, node.parent)
         elif change.op in ("add-leaf", "replace-leaf"):
@@ -253,7 +255,7 @@ class Shaper:
     def probe_leaf_kind(self, ifindex: int) -> str:
         """The first of LEAF_KINDS this kernel has, tried under a short-lived class of our HTB."""
         self._ipr.tc("add-class", "htb", ifindex, PROBE_CLASSID, parent=HTB_HANDLE,
-                     rate=1000, ceil=1000, burst=MTU_BYTES, cburst=MTU_BYTES, quantum=MTU_BYTES)
+                     rate=1000, ceil=1000, burst=MTU_BYTES, cburst=MTU_BYTES, quantum=QUANTUM_BYTES)
         try:
             for kind in LEAF_KINDS:
                 try:
@@ -353,26 +355,25 @@ class Shaper:
 
     # -- the tick ---------------------------------------------------------------------
     def measure(self, iface: str, now_s: float) -> dict[str, float]:
-        """Read back `iface` and return each class's sent rate (bit/s) since the last call."""
+        """Read back `iface`; return each class's offered rate (bit/s) since the last call."""
         kernel = self.read(iface)
         self.kernel[iface] = kernel
-        sent = {cid: c["sent_bytes"] for cid, c in kernel.counters.items()}
-        rates: dict[str, float] = {}
+        offered: dict[str, float] = {}
+        sent: dict[str, float] = {}
         last = self._last_bytes.get(iface)
         if last is not None and kernel.tree is not None and now_s > last[0]:
-            dt = now_s - last[0]
             names = {c.classid: c.name for c in kernel.tree.classes}
-            for cid, count in sent.items():
-                before = last[1].get(cid)
-                if before is not None and count >= before:
-                    rates[names[cid]] = (count - before) * 8 / dt
-        self._last_bytes[iface] = (now_s, sent)
-        self.class_bps[iface] = rates
-        return rates
+            for cid, counters in kernel.counters.items():
+                if cid in last[1]:
+                    sent[names[cid]], offered[names[cid]] = class_rates(last[1][cid], counters, now_s - last[0])
+        self._last_bytes[iface] = (now_s, kernel.counters)
+        self.class_bps[iface] = sent
+        self.class_offered_bps[iface] = offered
+        return offered
 
     def tick(self, now_s: float, needs_mbit: dict[str, dict[str, float]] | None = None) -> None:
         """One allocation round.  `needs_mbit` (iface -> class -> Mbit/s) comes from the
-        predictor when there is one; otherwise each class's measured rate is its need."""
+        predictor when there is one; otherwise each class's offered rate is its need."""
         for link in self.links:
             try:
                 measured = self.measure(link.iface, now_s)
@@ -411,6 +412,7 @@ class Shaper:
                         "plan_ceil_mbit": alloc.ceil_mbit if alloc else (plan.link_mbit if plan else None),
                         "rate_bps": node.rate_bps, "ceil_bps": node.ceil_bps,
                         "measured_bps": self.class_bps.get(link.iface, {}).get(node.name, 0.0),
+                        "offered_bps": self.class_offered_bps.get(link.iface, {}).get(node.name, 0.0),
                         **counters,
                     })
             links.append({"iface": link.iface, "link": link.link, "direction": link.direction,

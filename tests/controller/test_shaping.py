@@ -34,8 +34,9 @@ def test_root_is_the_link_and_priority_3_is_htb_prio_0():
 def test_pfifo_leaf_is_small_and_other_kinds_keep_their_default():
     assert {leaf.limit for leaf in _tree(kind="fq_codel").leaves} == {None}
     limits = [leaf.limit for leaf in _tree(kind="pfifo").leaves]
-    assert all(10 <= limit <= 1000 for limit in limits)
-    assert pfifo_limit(20_000_000) == 83  # 50 ms at 20 Mbit/s
+    assert all(128 <= limit <= 1000 for limit in limits)
+    assert pfifo_limit(20_000_000) == 128   # 50 ms at 20 Mbit/s is fewer packets than the floor
+    assert pfifo_limit(100_000_000) == 413  # 50 ms at 100 Mbit/s
 
 
 def test_unknown_leaf_kind_is_refused():
@@ -88,3 +89,18 @@ def test_a_new_link_rate_changes_the_root_first():
     changes = diff(_tree(40), _tree(20))
     assert changes[0].op == "change-class" and changes[0].node.classid == ROOT_CLASSID
     assert "create-root" not in {c.op for c in changes}
+
+
+def _counters(sent, packets, dropped=0, backlog=0):
+    return {"sent_bytes": sent, "sent_packets": packets, "dropped": dropped, "backlog_bytes": backlog}
+
+
+@pytest.mark.parametrize("before, after, dt, expected", [
+    (_counters(0, 0), _counters(125_000, 100), 1.0, (1e6, 1e6)),                       # nothing lost
+    (_counters(0, 0), _counters(125_000, 100, dropped=100), 1.0, (1e6, 2e6)),          # half dropped
+    (_counters(0, 0), _counters(125_000, 100, backlog=12_500), 0.5, (2e6, 2.2e6)),     # queue grew
+    (_counters(500, 5), _counters(100, 1), 1.0, (0.0, 0.0)),                           # class re-created
+])
+def test_class_rates_count_drops_and_queue_growth_as_demand(before, after, dt, expected):
+    from anabranch.controller.shaping import class_rates
+    assert class_rates(before, after, dt) == pytest.approx(expected)

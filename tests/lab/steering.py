@@ -51,8 +51,10 @@ def iperf3_server(lab, port: int) -> subprocess.Popen:
 
 
 def iperf3_client(lab, host: str, port: int, seconds: float, udp_mbit: float | None = None,
-                  length: int | None = None, omit_s: int = 0) -> subprocess.Popen:
+                  length: int | None = None, omit_s: int = 0, congestion: str | None = None) -> subprocess.Popen:
     args = ["iperf3", "-c", host, "-p", str(port), "-t", str(seconds), "-J", "-O", str(omit_s)]
+    if congestion:
+        args += ["-C", congestion]
     if udp_mbit is not None:
         args += ["-u", "-b", f"{udp_mbit}M"]
     if length is not None:

@@ -7,8 +7,9 @@ from WAN ingress would take packets away before the datapath sees them (IFB
 re-injection skips tc ingress).  A LAN port is shaped at its own `down_mbit`,
 or, on a gateway with a single LAN port, at the sum of the WAN links' `down_mbit`.
 
-Each tick: read the tree and its counters back from the kernel, measure each
-class's rate from its byte counter, allocate (controller.allocate), and when the
+Each tick: read the tree and its counters back from the kernel, measure what
+each class was offered (sent + dropped + queued; the predictor will replace
+this), allocate (controller.allocate), and when the
 plan moved past the hysteresis, diff (controller.shaping) and apply only the
 changed classes.  A failed netlink call is logged with the interface and the
 class and the previous tree is put back.  Trees we created are recorded in a
@@ -381,7 +382,11 @@ class Shaper:
                 self._fail(link.iface, str(exc))
                 continue
             needs = (needs_mbit or {}).get(link.iface) or {n: bps / 1e6 for n, bps in measured.items()}
-            plan = allocate_mod.allocate(link.link_mbit, needs, self.classes)
+            try:
+                plan = allocate_mod.allocate(link.link_mbit, needs, self.classes)
+            except ValueError as exc:
+                self._fail(link.iface, f"interface {link.iface}: {exc}")
+                continue
             applied = self.plans.get(link.iface)
             kernel = self.kernel[link.iface]
             if applied is not None and not allocate_mod.changed(applied, plan, self.hysteresis):

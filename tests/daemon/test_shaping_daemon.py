@@ -76,3 +76,17 @@ def test_on_stop_keep_leaves_shaping_in_place_for_the_next_start(lab, tmp_path):
     after = qdiscs(lab, "wan0")
     assert [q for q in after if "clsact" not in q] == [q for q in before if "clsact" not in q]
     assert any(q.startswith("qdisc htb 1: root") for q in after)
+
+
+def test_cleanup_after_kill_9_removes_the_tree(lab, tmp_path):
+    from conftest import VENV_BIN
+
+    config = shaping_config(tmp_path)
+    daemon = start_daemon(lab, config, tmp_path / "d.log")
+    daemon.wait_ready()
+    daemon.stop(signal.SIGKILL)
+    assert any(q.startswith("qdisc htb 1: root") for q in qdiscs(lab, "wan0"))
+    result = lab.run("gw", str(VENV_BIN / "anabranchd"), "--cleanup", "--config", str(config), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for port in ("wan0", "lan0"):
+        assert [line.split()[1] for line in qdiscs(lab, port)] == ["noqueue"]

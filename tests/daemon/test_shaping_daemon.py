@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 
 import pytest
-from conftest import daemon_config, start_daemon
+from daemon_harness import VENV_BIN, daemon_config, start_daemon
 
 pytestmark = [pytest.mark.root, pytest.mark.lab]
 
@@ -79,8 +79,6 @@ def test_on_stop_keep_leaves_shaping_in_place_for_the_next_start(lab, tmp_path):
 
 
 def test_cleanup_after_kill_9_removes_the_tree(lab, tmp_path):
-    from conftest import VENV_BIN
-
     config = shaping_config(tmp_path)
     daemon = start_daemon(lab, config, tmp_path / "d.log")
     daemon.wait_ready()

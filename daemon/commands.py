@@ -93,6 +93,12 @@ def links_view(provider) -> list[dict[str, Any]]:
     return links
 
 
+def shaping_view(provider) -> dict[str, Any] | None:
+    """The HTB plan per shaped link, read back from the kernel (None: shaping is off)."""
+    shaper = getattr(provider, "shaper", None)
+    return shaper.snapshot() if shaper is not None else None
+
+
 def classes_view(provider) -> list[dict[str, Any]]:
     """The class table with each class's live flow count and rates."""
     counts: dict[str, list[float]] = {}
@@ -193,7 +199,7 @@ class Handlers:
         return {"links": links_view(self.p)}
 
     def classes(self, args):
-        return {"classes": classes_view(self.p)}
+        return {"classes": classes_view(self.p), "shaping": shaping_view(self.p)}
 
     def rules_list(self, args):
         return {"revision": self.p.policy.revision, "rules": self.p.policy.rules}

@@ -64,6 +64,15 @@ class InterfaceSettings:
 
 
 @dataclass(frozen=True)
+class ShapingSettings:
+    # What stopping the daemon does to the HTB trees: "remove" them, or "keep"
+    # shaping in place (the next start adopts them).
+    on_stop: str = "remove"
+    # A class's new rate is applied only when it moved by more than this fraction.
+    hysteresis: float = 0.05
+
+
+@dataclass(frozen=True)
 class WebSettings:
     listen: str = "127.0.0.1:8080"
     password_file: str = "/etc/anabranch/webui.passwd"
@@ -77,6 +86,7 @@ class Config:
     api: ApiSettings = field(default_factory=ApiSettings)
     interfaces: tuple[InterfaceSettings, ...] = ()
     webui: WebSettings = field(default_factory=WebSettings)
+    shaping: ShapingSettings = field(default_factory=ShapingSettings)
     source: str = "<defaults>"
 
     def interface(self, name: str) -> InterfaceSettings:
@@ -257,11 +267,20 @@ def parse(document: dict[str, Any], source: str = "<string>") -> Config:
         threads=r.get("threads", web_defaults.threads, _number(1, 256, integer=True)),
     )
     r.finish()
+
+    r = _Reader(_table(top, "shaping"), "shaping", errors)
+    shaping_defaults = ShapingSettings()
+    shaping = ShapingSettings(
+        on_stop=r.get("on_stop", shaping_defaults.on_stop, _string(choices=("remove", "keep"))),
+        hysteresis=r.get("hysteresis", shaping_defaults.hysteresis, _number(0.0, 0.5)),
+    )
+    r.finish()
     top.finish()
 
     if errors:
         raise ConfigError([f"{source}: {e}" for e in errors])
-    return Config(daemon=daemon, api=api, interfaces=tuple(interfaces), webui=webui, source=source)
+    return Config(daemon=daemon, api=api, interfaces=tuple(interfaces), webui=webui,
+                  shaping=shaping, source=source)
 
 
 def loads(text: str, source: str = "<string>") -> Config:

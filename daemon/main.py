@@ -68,6 +68,7 @@ class Daemon:
         self.links = None
         self.datapath = None
         self.hooks = None
+        self.shaper = None
         self.server: ApiServer | None = None
         self.policy: Policy | None = None
         self.alerts: AlertBook | None = None
@@ -96,6 +97,7 @@ class Daemon:
         self.server.watch_fd(self.links.fileno(), self._on_link_events)
         self.pending = [iface.name for iface in self.config.interfaces]
         self._attach_pending()
+        self._start_shaping(runtime)
         self.notifier.ready(self._status_line())
         log.info("anabranchd %s ready: events %s, control %s", version(),
                  self.config.api.events, self.config.api.control)
@@ -120,6 +122,19 @@ class Daemon:
             if self.ticks:
                 self._note_link(name, "attached")
         self.pending = still
+
+    def _start_shaping(self, runtime: Path) -> None:
+        from .shaper import Shaper, ShapingLedger, shaped_links
+
+        self.shaper = Shaper(shaped_links(self.config), ShapingLedger.load(runtime / "shaping-state.json"),
+                             hysteresis=self.config.shaping.hysteresis)
+        self._shape()
+
+    def _shape(self) -> None:
+        try:
+            self.shaper.tick(time.monotonic())
+        except Exception:  # a shaping bug must not stop counting and the API
+            log.exception("shaping tick failed; the kernel keeps the previous tree")
 
     def _on_link_events(self) -> None:
         configured = {iface.name for iface in self.config.interfaces}
@@ -166,6 +181,10 @@ class Daemon:
 
     def stop(self) -> None:
         self.notifier.stopping()
+        if self.shaper is not None:
+            if self.shaper.stop(self.config.shaping.on_stop):
+                log.error("removing the HTB trees left problems; run `anabranchd --cleanup`")
+            self.shaper.close()
         if self.hooks is not None:
             failures = self.hooks.detach_all([i.name for i in self.config.interfaces])
             if failures:
@@ -224,6 +243,7 @@ class Daemon:
         idle = self.table.idle(int(self.config.daemon.idle_timeout_s * 1e9))
         if idle.any():
             self.datapath.delete_flows(self.table.keys[idle])
+        self._shape()
         self._publish()
         self.ticks += 1
         self.tick_ms = (time.perf_counter() - started) * 1000
@@ -262,6 +282,7 @@ class Daemon:
             "totals": self.table.totals() if self.table is not None else {},
             "datapath": {"errors": self.datapath.error_counts(),
                          "flow_map_size": self.config.daemon.flow_map_size},
+            "shaping": self.shaper.snapshot() if self.shaper is not None else None,
         }
 
     def _publish(self) -> None:
@@ -291,6 +312,13 @@ def cleanup(config: config_mod.Config) -> int:
     names = sorted({i.name for i in config.interfaces} | hooks.ledger.clsact_created)
     failures = hooks.detach_all(names)
     hooks.close()
+    from .shaper import Shaper, ShapingLedger, shaped_links
+
+    shaper = Shaper(shaped_links(config),
+                    ShapingLedger.load(Path(config.daemon.runtime_dir) / "shaping-state.json"))
+    names = sorted(set(names) | shaper.ledger.trees)
+    failures += shaper.stop("remove")
+    shaper.close()
     for name in names:
         print(f"cleaned {name}")
     return 1 if failures else 0

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .commands import classes_view, links_view
+from .commands import classes_view, links_view, shaping_view
 
 SNAPSHOT_EVERY = 10
 HISTORY_TICKS = 3600
@@ -55,7 +55,7 @@ class Stream:
             self._flows_ts = now
         links = links_view(self.p)
         self.server.publish("links", {"links": links}, now)
-        self.server.publish("classes", {"classes": classes_view(self.p)}, now)
+        self.server.publish("classes", {"classes": classes_view(self.p), "shaping": shaping_view(self.p)}, now)
         # Absent components publish their shape with `available: false`, so
         # subscribers can be written against it today.
         self.server.publish("mptcp", {"available": False, "count": 0, "connections": []}, now)

@@ -123,7 +123,26 @@ def show_links(reply: dict[str, Any]) -> str:
 def show_classes(reply: dict[str, Any]) -> str:
     rows = [[c["name"], c["priority"], _mbit(c["min_mbit"]), _mbit(c["max_mbit"]), c["dscp"], c["flows"],
              _rate(c["up_bps"]), _rate(c["down_bps"])] for c in reply["classes"]]
-    return _table(["class", "priority", "min Mbit/s", "max Mbit/s", "dscp", "flows", "up", "down"], rows)
+    table = _table(["class", "priority", "min Mbit/s", "max Mbit/s", "dscp", "flows", "up", "down"], rows)
+    if reply.get("shaping"):
+        table += "\n\n" + show_shaping(reply["shaping"])
+    return table
+
+
+def show_shaping(reply: dict[str, Any]) -> str:
+    """The HTB plan per shaped link, as the kernel reports it."""
+    lines = [f"leaf qdisc: {reply.get('leaf_qdisc') or 'not probed yet'}"]
+    for link in reply["links"]:
+        state = "shaped" if link["shaped"] else f"NOT shaped: {link['error'] or 'no plan yet'}"
+        lines += ["", f"{link['iface']} ({link['link']} {link['direction']}, {link['link_mbit']:g} Mbit/s): {state}",
+                  f"  {'class':<12}{'id':<6}{'prio':>5}{'rate':>14}{'ceil':>14}{'now':>14}"
+                  f"{'sent':>10}{'dropped':>9}{'overlimits':>11}"]
+        for c in link["classes"]:
+            lines.append(f"  {c['name']:<12}{c['classid']:<6}{c['htb_prio']:>5}{_rate(c['rate_bps']):>14}"
+                         f"{_rate(c['ceil_bps']):>14}{_rate(c['measured_bps']):>14}"
+                         f"{_bytes(c.get('sent_bytes', 0)):>10}{c.get('dropped', 0):>9}"
+                         f"{c.get('overlimits', 0):>11}")
+    return "\n".join(lines)
 
 
 def _ports(ports: list[Any]) -> str:

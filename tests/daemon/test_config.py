@@ -47,9 +47,9 @@ def test_a_wrong_role_lists_the_choices():
 
 
 def test_unknown_sections_and_bad_interface_names_are_errors():
-    errors = errors_of('[shaping]\nx = 1\n[interfaces."a-very-long-interface-name"]\nrole = "wan"\n')
+    errors = errors_of('[shapes]\nx = 1\n[interfaces."a-very-long-interface-name"]\nrole = "wan"\n')
     assert "t.toml: interfaces.a-very-long-interface-name: not a valid interface name" in errors[0]
-    assert errors[1] == "t.toml: shaping: unknown key"
+    assert errors[1] == "t.toml: shapes: unknown key"
 
 
 def test_tcp_endpoints_are_refused_without_curve():

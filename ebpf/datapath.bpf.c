@@ -76,6 +76,7 @@ struct packet {
 	__u8  has_ports;
 	__u8  has_ts;
 	__u32 payload_len;
+	__u32 frame_len;      /* bytes counted for this packet */
 	__u32 seq;
 	__u32 tsval;
 	__u32 tsecr;
@@ -215,6 +216,11 @@ static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
 		return -1;
 	}
 	pkt->l4_off = cursor - data;
+	/* What the frame carried: skb->len, or more when the IP header says so (a
+	 * capture truncated to fit BPF_PROG_TEST_RUN; online the two agree). */
+	pkt->frame_len = skb->len;
+	if (ip_len && pkt->l3_off + ip_len > skb->len)
+		pkt->frame_len = pkt->l3_off + ip_len;
 
 	if (l4proto == IPPROTO_TCP) {
 		struct tcphdr *tcp = cursor;
@@ -253,13 +259,13 @@ static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
 	}
 
 	/* Payload: by the IP length (Ethernet pads short frames), by skb->len when
-	 * the IP header has no length (big TCP) or claims more than there is. */
-	{
-		__u32 by_skb = skb->len > pkt->payload_off ? skb->len - pkt->payload_off : 0;
+	 * the IP header has no length (big TCP). */
+	if (ip_len) {
 		__u32 end_l3 = pkt->l3_off + ip_len;
-		__u32 by_ip = end_l3 > pkt->payload_off ? end_l3 - pkt->payload_off : 0;
 
-		pkt->payload_len = (ip_len && by_ip < by_skb) ? by_ip : by_skb;
+		pkt->payload_len = end_l3 > pkt->payload_off ? end_l3 - pkt->payload_off : 0;
+	} else {
+		pkt->payload_len = skb->len > pkt->payload_off ? skb->len - pkt->payload_off : 0;
 	}
 	return 0;
 }
@@ -722,11 +728,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir_if_wan)
 	seen_flags = flow->tcp_flags[AB_DIR_UP] | flow->tcp_flags[AB_DIR_DOWN];
 	if (dir_if_wan == AB_DIR_UP) {
 		__sync_fetch_and_add(&flow->dir[AB_DIR_UP].packets, segs);
-		__sync_fetch_and_add(&flow->dir[AB_DIR_UP].bytes, (__u64)skb->len);
+		__sync_fetch_and_add(&flow->dir[AB_DIR_UP].bytes, (__u64)(pkt->frame_len ? pkt->frame_len : skb->len));
 		flow->tcp_flags[AB_DIR_UP] |= pkt->tcp_flags;
 	} else {
 		__sync_fetch_and_add(&flow->dir[AB_DIR_DOWN].packets, segs);
-		__sync_fetch_and_add(&flow->dir[AB_DIR_DOWN].bytes, (__u64)skb->len);
+		__sync_fetch_and_add(&flow->dir[AB_DIR_DOWN].bytes, (__u64)(pkt->frame_len ? pkt->frame_len : skb->len));
 		flow->tcp_flags[AB_DIR_DOWN] |= pkt->tcp_flags;
 	}
 	flow->last_seen_ns = now;

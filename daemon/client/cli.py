@@ -3,6 +3,7 @@
     anabranch status [--json]
     anabranch flows [--limit N] [--sort rate|bytes|first_seen|last_seen] [--iface NAME] [--json]
     anabranch watch                       follow the state stream
+    anabranch analyze FILE.pcap [--json]  run the datapath over a capture (root, offline)
 Human tables by default, `--json` for scripts; exits 3 when the daemon is unreachable.
 """
 
@@ -64,6 +65,11 @@ def show_flows(reply: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["analyze"]:
+        # Offline and needs BCC: imported only here, so the rest of the CLI stays light.
+        from anabranch.daemon import analyze
+        return analyze.main(argv[1:])
     parser = argparse.ArgumentParser(prog="anabranch", description="Anabranch command line")
     parser.add_argument("--control", default=Endpoints.control, help="the daemon's control endpoint")
     parser.add_argument("--events", default=Endpoints.events, help="the daemon's event endpoint")
@@ -78,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     flows.add_argument("--sort", default="rate", choices=("rate", "bytes", "first_seen", "last_seen"))
     flows.add_argument("--iface")
     sub.add_parser("watch", help="follow the state stream (Ctrl-C to stop)")
+    sub.add_parser("analyze", help="run the datapath over a pcap/pcapng file: analyze FILE [--json]")
     args = parser.parse_args(argv)
 
     try:

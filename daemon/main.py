@@ -71,16 +71,24 @@ class Daemon:
         self.pending: list[str] = []
         self.datapath = None
         self.hooks = None
+        self.events: list = []           # decoded this tick (controller.events dataclasses)
+        self.events_total = 0
+        self._port_stats_prev: dict[str, tuple[int, int, float]] = {}
+        self.port_cost: dict[str, dict[str, float]] = {}
         self.server: ApiServer | None = None
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
+        from . import policy
         from .attach import Ledger, TcHooks
         from .datapath import BuildOptions, Datapath
 
         runtime = Path(self.config.daemon.runtime_dir)
         runtime.mkdir(parents=True, exist_ok=True, mode=0o755)
         self.datapath = Datapath(BuildOptions(flow_map_size=self.config.daemon.flow_map_size))
+        # The default class table until the controller writes its own (policy.write_policy).
+        policy.write_policy(self.datapath, policy.Policy.default())
+        self.datapath.enable_stats()
         self.hooks = TcHooks(Ledger.load(runtime / "kernel-state.json"))
         self.server = ApiServer(self.config.api.events, self.config.api.control,
                                 group=self.config.api.socket_group)
@@ -98,14 +106,15 @@ class Daemon:
         for name in self.pending:
             iface = self.config.interface(name)
             try:
-                ifindex = self.hooks.attach(name, self.datapath.program_fds, PROGRAM_NAMES)
+                ifindex = self.hooks.attach(name, self.datapath.programs_for(name), PROGRAM_NAMES)
             except AttachError as exc:
                 if self.ticks == 0:
                     log.warning("%s; will keep trying", exc)
                 still.append(name)
                 continue
             role = kstructs.ROLE_WAN if iface.role == "wan" else kstructs.ROLE_LAN
-            self.datapath.set_port(ifindex, role, kstructs.PORT_COUNT)
+            flags = kstructs.PORT_COUNT | (kstructs.PORT_MARK if iface.mark else 0)
+            self.datapath.set_port(ifindex, role, flags)
             self.iface_names[ifindex] = name
         self.pending = still
 
@@ -165,6 +174,8 @@ class Daemon:
         started = time.perf_counter()
         if self.pending:
             self._attach_pending()
+        self._drain_events()
+        self._measure_cost()
         keys, values = self.datapath.sweep_flows()
         now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         self.table = self.rates.update(keys, values, now_ns)
@@ -177,6 +188,26 @@ class Daemon:
         self.notifier.watchdog()
         if self.ticks % 10 == 0:
             self.notifier.status(self._status_line())
+
+    def _drain_events(self) -> None:
+        from .events import decode_all
+
+        self.events = decode_all(self.datapath.drain_events(), self.datapath.options.snippet_size)
+        self.events_total += len(self.events)
+
+    def _measure_cost(self) -> None:
+        """ns per packet and packets/s per port from the kernel's BPF run statistics."""
+        now = time.monotonic()
+        for name, stats in self.datapath.port_stats().items():
+            runs, run_ns = stats["runs"], stats["run_ns"]
+            prev = self._port_stats_prev.get(name)
+            self._port_stats_prev[name] = (runs, run_ns, now)
+            if prev is None:
+                continue
+            d_runs, d_ns, dt = runs - prev[0], run_ns - prev[1], max(now - prev[2], 1e-3)
+            self.port_cost[name] = {"ns_per_packet": round(d_ns / d_runs, 1) if d_runs else 0.0,
+                                    "packets_per_s": round(d_runs / dt, 1),
+                                    "runs": runs, "run_ns": run_ns}
 
     def _epoch(self, mono_ns: np.ndarray) -> np.ndarray:
         offset = time.time() - time.clock_gettime_ns(time.CLOCK_MONOTONIC) / 1e9
@@ -234,7 +265,10 @@ class Daemon:
             "interfaces": self.interfaces(),
             "totals": self.table.totals() if self.table is not None else {},
             "datapath": {"errors": self.datapath.error_counts(),
-                         "flow_map_size": self.config.daemon.flow_map_size},
+                         "flow_map_size": self.config.daemon.flow_map_size,
+                         "events": self.events_total,
+                         "events_lost": self.datapath.error_counts().get("event_lost", 0),
+                         "cost": self.port_cost},
         }
 
     def _publish(self) -> None:

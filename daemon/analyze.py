@@ -284,7 +284,7 @@ def analyze(path: Path, policy=None, datapath=None) -> Analysis:
         raise CaptureError(f"{path}: {len(opened)} flows do not fit the flow map "
                            f"({datapath.options.flow_map_size}); use a fresh datapath")
     try:
-        datapath.flows.clear()
+        datapath.clear_flows()
         datapath.drain_events()
         errors_before = datapath.error_counts()
         policy = policy or policy_mod.Policy.default()

@@ -26,7 +26,7 @@ def dp(compiled):
     """The shared datapath with no flows, no pending events, the default policy."""
     from anabranch.daemon import kstructs, policy
 
-    compiled.flows.clear()
+    compiled.clear_flows()
     compiled.overrides.clear()
     compiled.tokens.clear()
     compiled.drain_events()

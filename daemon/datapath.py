@@ -149,6 +149,7 @@ class TestRunResult:
     retval: int
     frame: bytes        # the packet as the program left it
     priority: int       # skb->priority after the program
+    duration_ns: int = 0  # mean run time per repeat, as the kernel measured it
 
 
 class TestRunner:
@@ -161,7 +162,8 @@ class TestRunner:
         self._ctx_out = ct.create_string_buffer(_SKB_CTX_SIZE)
         self._attr = _TestRunAttr()
 
-    def run(self, frame: bytes, tstamp_ns: int = 0, ifindex: int = 1, priority: int = 0) -> TestRunResult:
+    def run(self, frame: bytes, tstamp_ns: int = 0, ifindex: int = 1, priority: int = 0,
+            repeat: int = 1) -> TestRunResult:
         ct.memset(self._ctx_in, 0, _SKB_CTX_SIZE)
         ct.c_uint32.from_buffer(self._ctx_in, _SKB_PRIORITY).value = priority
         # ifindex 1 is the loopback device, which the kernel accepts without a lookup.
@@ -175,7 +177,7 @@ class TestRunner:
         attr.data_in = ct.addressof(data)
         attr.data_size_out = len(self._out)
         attr.data_out = ct.addressof(self._out)
-        attr.repeat = 1
+        attr.repeat = repeat
         attr.ctx_size_in = _SKB_CTX_SIZE
         attr.ctx_in = ct.addressof(self._ctx_in)
         attr.ctx_size_out = _SKB_CTX_SIZE
@@ -185,7 +187,8 @@ class TestRunner:
             err = ct.get_errno()
             raise OSError(err, f"BPF_PROG_TEST_RUN: {os.strerror(err)}")
         return TestRunResult(retval=attr.retval, frame=self._out.raw[:attr.data_size_out],
-                             priority=ct.c_uint32.from_buffer(self._ctx_out, _SKB_PRIORITY).value)
+                             priority=ct.c_uint32.from_buffer(self._ctx_out, _SKB_PRIORITY).value,
+                             duration_ns=attr.duration)
 
 
 def enable_bpf_stats() -> int | None:

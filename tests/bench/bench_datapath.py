@@ -74,6 +74,30 @@ def _sweep_ms(datapath, count: int) -> float:
     return statistics.median(times)
 
 
+def _isolated_ns(datapath) -> dict:
+    """Program run time on one CPU without contention (BPF_PROG_TEST_RUN, repeat):
+    a TCP data segment with timestamps and a UDP datagram of an established flow."""
+    sys.path.insert(0, str(REPO / "tests" / "ebpf"))
+    from packets import ACK, ethernet, ipv4, tcp, ts_option, udp
+
+    from anabranch.daemon import kstructs
+
+    datapath.set_port(1, kstructs.ROLE_WAN, kstructs.PORT_COUNT | kstructs.PORT_MARK)
+    runner = datapath.test_runner("egress")
+    frames = {
+        "tcp": ethernet(ipv4("10.0.0.2", "192.0.2.1", 6, tcp(40000, 443, ACK, options=ts_option(1, 2),
+                                                              payload=b"x" * 1400)), 0x0800),
+        "udp": ethernet(ipv4("10.0.0.2", "192.0.2.1", 17, udp(40000, 443, b"x" * 1400)), 0x0800),
+    }
+    result = {}
+    for name, frame in frames.items():
+        runner.run(frame)
+        result[f"prog_ns_isolated_{name}"] = statistics.median(
+            runner.run(frame, repeat=100_000).duration_ns for _ in range(5))
+    datapath.clear_port(1)
+    return result
+
+
 def run() -> dict:
     from lab import SERVER_V4, Lab
 
@@ -91,9 +115,11 @@ def run() -> dict:
         figures["sweep_100k_ms"] = round(_sweep_ms(datapath, 100_000), 1)
         figures["sweep_1m_ms"] = round(_sweep_ms(datapath, 1_000_000), 1)
         datapath.clear_flows()
+        policy.write_policy(datapath, policy.Policy.default())
+        figures.update(_isolated_ns(datapath))
+        datapath.clear_flows()
 
         lab.up()
-        policy.write_policy(datapath, policy.Policy.default())
         datapath.enable_stats()
         server = lab.popen("srv", "iperf3", "-s", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)

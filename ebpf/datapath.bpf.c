@@ -296,6 +296,15 @@ static __always_inline void parse_tcp_options(struct __sk_buff *skb, struct pack
 		count_error(AB_ERR_TRUNCATED);
 		return;
 	}
+	/* Fast path: the usual option area of an established Linux flow is exactly
+	 * NOP NOP TIMESTAMP. */
+	if (len == 12 && opts[0] == TCPOPT_NOP && opts[1] == TCPOPT_NOP && opts[2] == TCPOPT_TIMESTAMP &&
+	    opts[3] == 10) {
+		pkt->has_ts = 1;
+		pkt->tsval = read_be32(opts, 4);
+		pkt->tsecr = read_be32(opts, 8);
+		return;
+	}
 	pkt->opt_cursor = 0;
 #pragma unroll
 	for (int step = 0; step < MAX_OPTION_STEPS; step++) {
@@ -652,7 +661,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir_if_wan)
 	pkt = scratch_packet.lookup(&zero);
 	if (!pkt)
 		return TC_ACT_OK;
-	__builtin_memset(pkt, 0, sizeof(*pkt));
+	/* The option bytes are only read below the copied length: no need to clear them. */
+	__builtin_memset(pkt, 0, offsetof(struct packet, opts));
 	opts = pkt->opts;
 	if (port->role == AB_ROLE_LAN) {
 		/* LAN egress (the egress hook carries download here) with marking on:

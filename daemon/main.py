@@ -75,6 +75,7 @@ class Daemon:
         self.events_total = 0
         self._port_stats_prev: dict[str, tuple[int, int, float]] = {}
         self.port_cost: dict[str, dict[str, float]] = {}
+        self.class_names: dict[int, str] = {}
         self.server: ApiServer | None = None
 
     # -- lifecycle -------------------------------------------------------------
@@ -87,7 +88,9 @@ class Daemon:
         runtime.mkdir(parents=True, exist_ok=True, mode=0o755)
         self.datapath = Datapath(BuildOptions(flow_map_size=self.config.daemon.flow_map_size))
         # The default class table until the controller writes its own (policy.write_policy).
-        policy.write_policy(self.datapath, policy.Policy.default())
+        default_policy = policy.Policy.default()
+        policy.write_policy(self.datapath, default_policy)
+        self.class_names = {c.class_id: c.name for c in default_policy.classes}
         self.datapath.enable_stats()
         self.hooks = TcHooks(Ledger.load(runtime / "kernel-state.json"))
         self.server = ApiServer(self.config.api.events, self.config.api.control,
@@ -238,9 +241,26 @@ class Daemon:
                 "bytes_up": octets[i][UP], "bytes_down": octets[i][DOWN],
                 "bps_up": bps[i][UP], "bps_down": bps[i][DOWN],
                 "first_seen": first[i], "last_seen": last[i],
-                "class": None, "reason": None,
+                **self._datapath_fields(row),
             })
         return records
+
+    def _datapath_fields(self, row: int) -> dict[str, Any]:
+        """Class, RTT and retransmissions the datapath keeps per flow."""
+        values = self.table.values
+        if values is None:
+            return {"class": None, "reason": None}
+        value = values[row]
+        class_id, reason = int(value["class_id"]), int(value["class_reason"])
+        tcp = value["tcp"]
+        return {
+            "class": self.class_names.get(class_id),
+            "reason": kstructs.REASONS[reason] if reason < len(kstructs.REASONS) else None,
+            "rtt_ms": [round(int(tcp[d]["rtt_srtt_ns"]) / 1e6, 3) if int(tcp[d]["rtt_samples"]) else None
+                       for d in (UP, DOWN)],
+            "retransmits": [int(tcp[UP]["retransmits"]), int(tcp[DOWN]["retransmits"])],
+            "mptcp_subtypes": int(value["mptcp_subtypes"]),
+        }
 
     def interfaces(self) -> list[dict[str, Any]]:
         result = []

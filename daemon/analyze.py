@@ -40,7 +40,7 @@ LINK_NULL, LINK_ETHERNET, LINK_PPP, LINK_PPP_HDLC = 0, 1, 9, 50
 LINK_RAW, LINK_RAW_ALT1, LINK_RAW_ALT2, LINK_LOOP = 101, 12, 14, 108
 LINK_SLL, LINK_SLL2 = 113, 276
 
-ETH_IPV4, ETH_IPV6, ETH_VLAN, ETH_QINQ = 0x0800, 0x86DD, 0x8100, 0x88A8
+ETH_IPV4, ETH_IPV6, ETH_VLAN, ETH_QINQ, ETH_PPPOE = 0x0800, 0x86DD, 0x8100, 0x88A8, 0x8864
 SYNTHETIC_MACS = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01"
 WAN_IFINDEX = 1  # the loopback device: BPF_PROG_TEST_RUN accepts it without a lookup
 EVENT_DRAIN_EVERY = 64
@@ -129,6 +129,10 @@ def endpoints(frame: bytes) -> Endpoints | None:
             break
         ethertype = int.from_bytes(frame[offset + 2:offset + 4], "big")
         offset += 4
+    if ethertype == ETH_PPPOE and len(frame) >= offset + 8:
+        protocol = int.from_bytes(frame[offset + 6:offset + 8], "big")
+        ethertype = {0x0021: ETH_IPV4, 0x0057: ETH_IPV6}.get(protocol, 0)
+        offset += 8
     sport = dport = 0
     syn = synack = False
     if ethertype == ETH_IPV4 and len(frame) >= offset + 20:

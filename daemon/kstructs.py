@@ -135,7 +135,9 @@ C_STRUCTS = {"ab_flow_key": FLOW_KEY, "ab_flow": FLOW, "ab_port": PORT,
              "ab_event_payload": EVENT_PAYLOAD_T, "ab_event_mptcp": EVENT_MPTCP_T}
 
 PROTO_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp",
-               socket.IPPROTO_ICMP: "icmp", socket.IPPROTO_ICMPV6: "icmpv6"}
+               socket.IPPROTO_ICMP: "icmp", socket.IPPROTO_ICMPV6: "icmpv6",
+               socket.IPPROTO_IGMP: "igmp", socket.IPPROTO_GRE: "gre", socket.IPPROTO_ESP: "esp",
+               socket.IPPROTO_SCTP: "sctp"}
 
 
 def address(family: int, raw: np.ndarray | bytes) -> str:

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * datapath.bpf.c: Anabranch's kernel half, a tc clsact program on every gateway
- * port.  It parses each packet (Ethernet, up to two VLAN tags, IPv4 with options,
+ * port.  It parses each packet (Ethernet, up to two VLAN tags, PPPoE, IPv4 with options,
  * IPv6 with its usual extension headers, TCP/UDP/ICMP, TCP options for MPTCP and
  * timestamps), counts it into the flow of the WAN port it crosses, classifies
  * new flows from the policy maps, marks packets (DSCP, skb->priority for HTB)
@@ -45,6 +45,9 @@ BPF_RINGBUF_OUTPUT(events, AB_EVENT_PAGES);
 /* A new flow's value is built here: it does not fit beside the rest on the stack. */
 
 #define VLAN_HLEN 4
+#define PPPOE_HLEN 8 /* PPPoE session header (6) and PPP protocol (2) */
+#define PPP_IPV4 0x0021
+#define PPP_IPV6 0x0057
 #define MAX_VLAN_TAGS 2
 #define MAX_IPV6_EXT_HEADERS 4
 #define IP_FRAGMENT_MASK 0x3fff /* MF flag and fragment offset */
@@ -142,6 +145,21 @@ static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
 		/* TCI (2 bytes) then the encapsulated protocol (2 bytes). */
 		eth_proto = *(__u16 *)(cursor + 2);
 		cursor += VLAN_HLEN;
+	}
+	/* PPPoE session (DSL uplinks): 6-byte PPPoE header, then the PPP protocol. */
+	if (eth_proto == bpf_htons(ETH_P_PPP_SES)) {
+		__u16 ppp_proto;
+
+		if (cursor + PPPOE_HLEN > data_end) {
+			count_error(AB_ERR_TRUNCATED);
+			return -1;
+		}
+		ppp_proto = *(__u16 *)(cursor + 6);
+		if (ppp_proto == bpf_htons(PPP_IPV4))
+			eth_proto = bpf_htons(ETH_P_IP);
+		else if (ppp_proto == bpf_htons(PPP_IPV6))
+			eth_proto = bpf_htons(ETH_P_IPV6);
+		cursor += PPPOE_HLEN;
 	}
 	pkt->l3_off = cursor - data;
 

@@ -53,6 +53,14 @@ def test_vlan_and_qinq_tags_are_parsed_to_the_ports(dp):
     assert set(keys["remote_port"].tolist()) == {443}
 
 
+def test_pppoe_sessions_are_parsed(dp):
+    inner = ipv4(LAN, REMOTE, 17, udp(5555, 123, b"ntp"))
+    pppoe = struct.pack("!BBHHH", 0x11, 0, 0x1234, len(inner) + 2, 0x0021) + inner
+    up(dp, ethernet(pppoe, 0x8864))
+    keys, values = flows(dp)
+    assert keys["remote_port"].tolist() == [123] and values["class_id"].tolist() == [5]
+
+
 def test_ipv4_options_are_skipped(dp):
     frame = ethernet(ipv4(LAN, REMOTE, 17, udp(5555, 5060, b"x"), options=b"\x94\x04\x00\x00"), 0x0800)
     up(dp, frame)

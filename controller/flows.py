@@ -53,6 +53,9 @@ class FlowTable:
     bps: np.ndarray          # float64 [n, 2], bit/s over the last interval
     pps: np.ndarray          # float64 [n, 2]
     now_ns: int
+    # The swept flow records (kstructs.FLOW) in row order: class, RTT,
+    # retransmissions, MPTCP subtypes for whoever needs more than counters.
+    values: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -123,6 +126,6 @@ class FlowRates:
         table = FlowTable(ids=ids, keys=keys, packets=packets, bytes=octets,
                           first_seen_ns=values["first_seen_ns"].astype(np.uint64),
                           last_seen_ns=values["last_seen_ns"].astype(np.uint64),
-                          bps=bps, pps=pps, now_ns=now_ns)
+                          bps=bps, pps=pps, now_ns=now_ns, values=values)
         self._prev = table
         return table

@@ -61,6 +61,8 @@ class InterfaceSettings:
     role: str  # "wan" or "lan"
     up_mbit: float | None = None
     down_mbit: float | None = None
+    # Rewrite DSCP and steer into HTB classes; false = count-only on this port.
+    mark: bool = True
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,10 @@ def _listen(value: Any) -> str | None:
     return None
 
 
+def _boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
 def _table(parent: _Reader, key: str) -> dict[str, Any]:
     parent.seen.add(key)
     value = parent.table.get(key, {})
@@ -253,6 +259,7 @@ def parse(document: dict[str, Any], source: str = "<string>") -> Config:
             role=role or "lan",
             up_mbit=r.get("up_mbit", None, _number(positive=True, high=1_000_000)),
             down_mbit=r.get("down_mbit", None, _number(positive=True, high=1_000_000)),
+            mark=r.get("mark", True, _boolean),
         ))
         r.finish()
 

@@ -32,11 +32,20 @@ def source_dir() -> Path:
 @dataclass(frozen=True)
 class BuildOptions:
     flow_map_size: int = 65536
+    snippet_size: int = kstructs.SNIPPET_SIZE   # a power of two
+    event_pages: int = 256                       # ring buffer pages, a power of two
+    # Offline analysis: "now" is skb->tstamp (the capture time passed to
+    # BPF_PROG_TEST_RUN) instead of the monotonic clock.
+    clock_from_skb: bool = False
 
     def cflags(self) -> list[str]:
-        return [f"-I{source_dir()}", f"-DAB_FLOW_MAP_SIZE={self.flow_map_size}",
-                # BCC's own headers warn about things the kernel's UAPI does; keep the log clean.
-                "-Wno-macro-redefined"]
+        flags = [f"-I{source_dir()}", f"-DAB_FLOW_MAP_SIZE={self.flow_map_size}",
+                 f"-DAB_SNIPPET_SIZE={self.snippet_size}", f"-DAB_EVENT_PAGES={self.event_pages}",
+                 # BCC's own headers warn about things the kernel's UAPI does; keep the log clean.
+                 "-Wno-macro-redefined"]
+        if self.clock_from_skb:
+            flags.append("-DAB_CLOCK_SKB_TSTAMP")
+        return flags
 
 
 def dump(options: BuildOptions) -> str:
@@ -62,15 +71,22 @@ def _libbpf_batch():
 
 
 def sweep_map(fd: int, capacity: int, key_dtype: np.dtype, value_dtype: np.dtype,
-              chunk: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+              chunk: int = 262144,
+              out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read every entry of a hash map with BPF_MAP_LOOKUP_BATCH into numpy arrays.
 
     Entries change while we read (the kernel keeps counting); each entry is read
-    atomically per bucket, which is all the deltas need.
+    atomically per bucket, which is all the deltas need.  `out`: arrays of
+    `capacity` entries to read into (reused buffers skip the page faults of a
+    fresh allocation, a third of the time for a million flows); the result is
+    then a view of them.
     """
     lookup_batch = _libbpf_batch()
-    keys = np.empty(capacity, dtype=key_dtype)
-    values = np.empty(capacity, dtype=value_dtype)
+    if out is not None:
+        keys, values = out
+    else:
+        keys = np.empty(capacity, dtype=key_dtype)
+        values = np.empty(capacity, dtype=value_dtype)
     in_batch = ct.c_uint32(0)
     out_batch = ct.c_uint32(0)
     count = ct.c_uint32(0)
@@ -102,8 +118,105 @@ def sweep_map(fd: int, capacity: int, key_dtype: np.dtype, value_dtype: np.dtype
     return keys[:total], values[:total]
 
 
+# bpf(2) commands and attribute layouts used directly (BCC wraps neither).
+_SYS_BPF = 321  # x86_64
+_BPF_PROG_TEST_RUN = 10
+_BPF_ENABLE_STATS = 32
+_BPF_STATS_RUN_TIME = 0
+_SKB_CTX_SIZE = 192              # sizeof(struct __sk_buff)
+_SKB_PRIORITY, _SKB_IFINDEX, _SKB_TSTAMP = 32, 40, 152
+_PROG_INFO_SIZE = 232
+_PROG_RUN_TIME_NS, _PROG_RUN_CNT = 192, 200
+
+
+class _TestRunAttr(ct.Structure):
+    _fields_ = [("prog_fd", ct.c_uint32), ("retval", ct.c_uint32),
+                ("data_size_in", ct.c_uint32), ("data_size_out", ct.c_uint32),
+                ("data_in", ct.c_uint64), ("data_out", ct.c_uint64),
+                ("repeat", ct.c_uint32), ("duration", ct.c_uint32),
+                ("ctx_size_in", ct.c_uint32), ("ctx_size_out", ct.c_uint32),
+                ("ctx_in", ct.c_uint64), ("ctx_out", ct.c_uint64),
+                ("flags", ct.c_uint32), ("cpu", ct.c_uint32), ("batch_size", ct.c_uint32),
+                ("pad", ct.c_uint32)]
+
+
+_libc = ct.CDLL(None, use_errno=True)
+_libc.syscall.restype = ct.c_long
+
+
+@dataclass
+class TestRunResult:
+    retval: int
+    frame: bytes        # the packet as the program left it
+    priority: int       # skb->priority after the program
+    duration_ns: int = 0  # mean run time per repeat, as the kernel measured it
+
+
+class TestRunner:
+    """Push frames through a loaded tc program with BPF_PROG_TEST_RUN (no network)."""
+
+    def __init__(self, prog_fd: int, max_frame: int = 65535 + 64):
+        self.prog_fd = prog_fd
+        self._out = ct.create_string_buffer(max_frame + 256)
+        self._ctx_in = ct.create_string_buffer(_SKB_CTX_SIZE)
+        self._ctx_out = ct.create_string_buffer(_SKB_CTX_SIZE)
+        self._attr = _TestRunAttr()
+
+    def run(self, frame: bytes, tstamp_ns: int = 0, ifindex: int = 1, priority: int = 0,
+            repeat: int = 1) -> TestRunResult:
+        ct.memset(self._ctx_in, 0, _SKB_CTX_SIZE)
+        ct.c_uint32.from_buffer(self._ctx_in, _SKB_PRIORITY).value = priority
+        # ifindex 1 is the loopback device, which the kernel accepts without a lookup.
+        ct.c_uint32.from_buffer(self._ctx_in, _SKB_IFINDEX).value = ifindex
+        ct.c_uint64.from_buffer(self._ctx_in, _SKB_TSTAMP).value = tstamp_ns
+        data = ct.create_string_buffer(bytes(frame), len(frame))
+        attr = self._attr
+        ct.memset(ct.byref(attr), 0, ct.sizeof(attr))
+        attr.prog_fd = self.prog_fd
+        attr.data_size_in = len(frame)
+        attr.data_in = ct.addressof(data)
+        attr.data_size_out = len(self._out)
+        attr.data_out = ct.addressof(self._out)
+        attr.repeat = repeat
+        attr.ctx_size_in = _SKB_CTX_SIZE
+        attr.ctx_in = ct.addressof(self._ctx_in)
+        attr.ctx_size_out = _SKB_CTX_SIZE
+        attr.ctx_out = ct.addressof(self._ctx_out)
+        rc = _libc.syscall(_SYS_BPF, _BPF_PROG_TEST_RUN, ct.byref(attr), ct.sizeof(attr))
+        if rc < 0:
+            err = ct.get_errno()
+            raise OSError(err, f"BPF_PROG_TEST_RUN: {os.strerror(err)}")
+        return TestRunResult(retval=attr.retval, frame=self._out.raw[:attr.data_size_out],
+                             priority=ct.c_uint32.from_buffer(self._ctx_out, _SKB_PRIORITY).value,
+                             duration_ns=attr.duration)
+
+
+def enable_bpf_stats() -> int | None:
+    """Turn on the kernel's run-time statistics for as long as the returned fd is open."""
+    attr = (ct.c_uint32 * 4)(_BPF_STATS_RUN_TIME)
+    fd = _libc.syscall(_SYS_BPF, _BPF_ENABLE_STATS, ct.byref(attr), 16)
+    if fd < 0:
+        log.warning("BPF run-time statistics unavailable: %s", os.strerror(ct.get_errno()))
+        return None
+    return int(fd)
+
+
+def program_stats(prog_fd: int) -> tuple[int, int]:
+    """(run count, total run time in ns) of a program, from bpf_prog_info."""
+    from bcc.libbcc import lib
+
+    info = ct.create_string_buffer(_PROG_INFO_SIZE)
+    size = ct.c_uint32(_PROG_INFO_SIZE)
+    if lib.bpf_obj_get_info(prog_fd, info, ct.byref(size)) != 0:
+        return 0, 0
+    return (ct.c_uint64.from_buffer(info, _PROG_RUN_CNT).value,
+            ct.c_uint64.from_buffer(info, _PROG_RUN_TIME_NS).value)
+
+
 class Datapath:
-    """The compiled program, its two tc entry points and its maps."""
+    """The compiled program, its tc entry points, its maps and its ring buffer."""
+
+    FUNCTIONS = {"ingress": b"ab_ingress", "egress": b"ab_egress"}
 
     def __init__(self, options: BuildOptions = BuildOptions()):
         from bcc import BPF  # imported here: only the daemon (root) loads BCC
@@ -111,17 +224,74 @@ class Datapath:
         self.options = options
         directory = source_dir()
         log.info("compiling %s (flow map %d entries)", directory / SOURCE, options.flow_map_size)
-        self.bpf = BPF(src_file=str(directory / SOURCE).encode(),
-                       cflags=options.cflags())
+        self.bpf = BPF(src_file=str(directory / SOURCE).encode(), cflags=options.cflags())
         self.ingress = self.bpf.load_func(b"ab_ingress", BPF.SCHED_CLS)
         self.egress = self.bpf.load_func(b"ab_egress", BPF.SCHED_CLS)
         self.flows = self.bpf[b"flows"]
         self.ports = self.bpf[b"ports"]
         self.errors = self.bpf[b"errors"]
+        self.config = self.bpf[b"config"]
+        self.classes = self.bpf[b"classes"]
+        self.port_classes = self.bpf[b"port_classes"]
+        self.dscp_priority = self.bpf[b"dscp_priority"]
+        self.overrides = self.bpf[b"overrides"]
+        self.tokens = self.bpf[b"tokens"]
+        self.prefixes_v4 = self.bpf[b"prefixes_v4"]
+        self.prefixes_v6 = self.bpf[b"prefixes_v6"]
+        self.payload_dtype = kstructs.event_payload_dtype(options.snippet_size)
+        self._pending_events: list[bytes] = []
+        self._ring_open = False
+        self.events_drained = 0
+        # Per-port program copies: the kernel keeps run statistics per program,
+        # so one copy per port and hook gives ns/packet per interface for free.
+        self.port_programs: dict[str, dict[str, int]] = {}
+        self._stats_fd: int | None = None
+        self._sweep_buffers: list[tuple[np.ndarray, np.ndarray] | None] = [None, None]
+        self._sweep_turn = 0
 
     @property
     def program_fds(self) -> dict[str, int]:
         return {"ingress": self.ingress.fd, "egress": self.egress.fd}
+
+    def load_copy(self, hook: str) -> int:
+        """Another instance of one entry point (same maps), for per-port statistics."""
+        from bcc import BPF
+        from bcc.libbcc import lib
+
+        name = self.FUNCTIONS[hook]
+        module = self.bpf.module
+        fd = lib.bcc_func_load(module, BPF.SCHED_CLS, name, lib.bpf_function_start(module, name),
+                               lib.bpf_function_size(module, name), lib.bpf_module_license(module),
+                               lib.bpf_module_kern_version(module), 0, None, 0, None, -1)
+        if fd < 0:
+            raise OSError(-fd, f"loading a copy of {name.decode()} failed")
+        return fd
+
+    def programs_for(self, port_name: str) -> dict[str, int]:
+        if port_name not in self.port_programs:
+            try:
+                self.port_programs[port_name] = {hook: self.load_copy(hook) for hook in self.FUNCTIONS}
+            except OSError as exc:
+                log.warning("%s: %s; sharing the common program (no per-port statistics)", port_name, exc)
+                self.port_programs[port_name] = dict(self.program_fds)
+        return self.port_programs[port_name]
+
+    def enable_stats(self) -> bool:
+        if self._stats_fd is None:
+            self._stats_fd = enable_bpf_stats()
+        return self._stats_fd is not None
+
+    def port_stats(self) -> dict[str, dict[str, int]]:
+        """Per port: run count and run time (ns) summed over its two hooks."""
+        result = {}
+        for port_name, fds in self.port_programs.items():
+            runs = run_ns = 0
+            for fd in set(fds.values()):
+                count, ns = program_stats(fd)
+                runs += count
+                run_ns += ns
+            result[port_name] = {"runs": runs, "run_ns": run_ns}
+        return result
 
     def set_port(self, ifindex: int, role: int, flags: int) -> None:
         key = self.ports.Key(ifindex)
@@ -137,8 +307,21 @@ class Datapath:
             pass
 
     def sweep_flows(self) -> tuple[np.ndarray, np.ndarray]:
-        return sweep_map(self.flows.get_fd(), self.options.flow_map_size,
-                         kstructs.FLOW_KEY, kstructs.FLOW)
+        """All flows, as views into one of two reused buffers (double-buffered:
+        a sweep's arrays stay valid through the next sweep; copy to keep longer)."""
+        self._sweep_turn ^= 1
+        if self._sweep_buffers[self._sweep_turn] is None:
+            size = self.options.flow_map_size
+            self._sweep_buffers[self._sweep_turn] = (np.empty(size, dtype=kstructs.FLOW_KEY),
+                                                     np.empty(size, dtype=kstructs.FLOW))
+        return sweep_map(self.flows.get_fd(), self.options.flow_map_size, kstructs.FLOW_KEY,
+                         kstructs.FLOW, out=self._sweep_buffers[self._sweep_turn])
+
+    def clear_flows(self) -> int:
+        """Forget every flow: one sweep and batch deletes (BCC's clear() deletes
+        key by key from Python, minutes for a million entries)."""
+        keys, _ = self.sweep_flows()
+        return self.delete_flows(keys)
 
     def delete_flows(self, keys: np.ndarray) -> int:
         """Forget idle flows in one syscall (the LRU would evict them, but later)."""
@@ -170,5 +353,30 @@ class Datapath:
             totals[name] = int(sum(per_cpu))
         return totals
 
+    # -- events -----------------------------------------------------------------
+    def _on_event(self, ctx, data, size) -> int:
+        self._pending_events.append(ct.string_at(data, size))
+        return 0
+
+    def drain_events(self) -> list[bytes]:
+        """Every event in the ring buffer, raw (decode with anabranch.daemon.events)."""
+        if not self._ring_open:
+            self.bpf[b"events"].open_ring_buffer(self._on_event)
+            self._ring_open = True
+        self.bpf.ring_buffer_consume()
+        drained, self._pending_events = self._pending_events, []
+        self.events_drained += len(drained)
+        return drained
+
+    def test_runner(self, hook: str) -> TestRunner:
+        return TestRunner(self.program_fds[hook])
+
     def close(self) -> None:
+        for fds in self.port_programs.values():
+            for fd in set(fds.values()) - set(self.program_fds.values()):
+                os.close(fd)
+        self.port_programs.clear()
+        if self._stats_fd is not None:
+            os.close(self._stats_fd)
+            self._stats_fd = None
         self.bpf.cleanup()

@@ -20,48 +20,124 @@ ROLE_LAN = 1
 ROLE_WAN = 2
 
 PORT_COUNT = 0x01
+PORT_MARK = 0x02
 
 FAMILY_V4 = 4
 FAMILY_V6 = 6
 
+# Class ids (AB_CLASS_* in datapath.h); the classes map has CLASS_MAX entries.
+CLASS_UNCLASSIFIED = 0
+CLASS_IDS = {"voice": 1, "video": 2, "interactive": 3, "file": 4, "background": 5}
+CLASS_MAX = 16
+CLASS_SET_DSCP = 0x01
+CLASS_SET_PRIO = 0x02
+
+# Why a flow has its class (AB_REASON_*), index -> name.
+REASONS = ("none", "default", "port", "prefix", "token", "override")
+
 # Index -> name of the per-CPU error counters (AB_ERR_* in datapath.h).
-ERRORS = ("truncated", "fragment", "flow_insert", "not_ip")
+ERRORS = ("truncated", "fragment", "flow_insert", "not_ip", "event_lost", "malformed", "mark")
 
-FLOW_KEY = np.dtype({
-    "names": ["ifindex", "family", "proto", "lan_port", "remote_port", "reserved",
-              "lan_addr", "remote_addr"],
-    "formats": ["<u4", "u1", "u1", "<u2", "<u2", "<u2", ("u1", 16), ("u1", 16)],
-    "offsets": [0, 4, 5, 6, 8, 10, 12, 28],
-    "itemsize": 44,
-})
+# MPTCP option subtypes (AB_MPTCP_*), index -> name; bit i of mptcp_subtypes.
+MPTCP_SUBTYPES = ("MP_CAPABLE", "MP_JOIN", "DSS", "ADD_ADDR", "REMOVE_ADDR", "MP_PRIO",
+                  "MP_FAIL", "MP_FASTCLOSE", "MP_TCPRST")
+MPTCP_VERSION_NONE = 0xFF
 
-DIR_COUNTERS = np.dtype({
-    "names": ["packets", "bytes"],
-    "formats": ["<u8", "<u8"],
-    "offsets": [0, 8],
-    "itemsize": 16,
-})
+EVENT_NEW_FLOW = 1
+EVENT_FLOW_END = 2
+EVENT_PAYLOAD = 3
+EVENT_MPTCP = 4
+END_FIN = 1
+END_RST = 2
 
-FLOW = np.dtype({
-    "names": ["dir", "first_seen_ns", "last_seen_ns", "tcp_flags", "opened_by", "reserved"],
-    "formats": [(DIR_COUNTERS, 2), "<u8", "<u8", ("u1", 2), "u1", ("u1", 5)],
-    "offsets": [0, 32, 40, 48, 50, 51],
-    "itemsize": 56,
-})
+SNIPPET_SIZE = 512          # AB_SNIPPET_SIZE default
+TCP_OPTIONS_MAX = 40
+DSCP_MAX = 64
 
-PORT = np.dtype({
-    "names": ["role", "flags", "reserved"],
-    "formats": ["u1", "u1", "<u2"],
-    "offsets": [0, 1, 2],
-    "itemsize": 4,
-})
+
+def _struct(fields: list[tuple[str, object, int]], itemsize: int) -> np.dtype:
+    names, formats, offsets = zip(*fields)
+    return np.dtype({"names": list(names), "formats": list(formats), "offsets": list(offsets),
+                     "itemsize": itemsize})
+
+
+FLOW_KEY = _struct([
+    ("ifindex", "<u4", 0), ("family", "u1", 4), ("proto", "u1", 5), ("lan_port", "<u2", 6),
+    ("remote_port", "<u2", 8), ("reserved", "<u2", 10), ("lan_addr", ("u1", 16), 12),
+    ("remote_addr", ("u1", 16), 28),
+], 44)
+
+DIR_COUNTERS = _struct([("packets", "<u8", 0), ("bytes", "<u8", 8)], 16)
+
+TCP_DIR = _struct([
+    ("next_seq", "<u4", 0), ("retransmits", "<u4", 4), ("ts_pending", "<u4", 8),
+    ("rtt_last_ns", "<u4", 12), ("rtt_min_ns", "<u4", 16), ("rtt_srtt_ns", "<u4", 20),
+    ("rtt_samples", "<u4", 24), ("seq_valid", "u1", 28), ("ts_valid", "u1", 29),
+    ("reserved", "<u2", 30), ("ts_pending_ns", "<u8", 32),
+], 40)
+
+FLOW = _struct([
+    ("dir", (DIR_COUNTERS, 2), 0), ("first_seen_ns", "<u8", 32), ("last_seen_ns", "<u8", 40),
+    ("tcp", (TCP_DIR, 2), 48), ("tcp_flags", ("u1", 2), 128), ("opened_by", "u1", 130),
+    ("class_id", "u1", 131), ("class_reason", "u1", 132), ("mptcp_version", "u1", 133),
+    ("snippets", ("u1", 2), 134), ("mptcp_subtypes", "<u2", 136), ("reserved", "<u2", 138),
+    ("policy_generation", "<u4", 140), ("join_token", "<u4", 144), ("reserved2", "<u4", 148),
+], 152)
+
+PORT = _struct([("role", "u1", 0), ("flags", "u1", 1), ("reserved", "<u2", 2)], 4)
+
+CONFIG = _struct([("policy_generation", "<u4", 0), ("default_class", "u1", 4),
+                  ("reserved", ("u1", 3), 5)], 8)
+
+CLASS = _struct([("priority", "<u4", 0), ("dscp", "u1", 4), ("flags", "u1", 5),
+                 ("reserved", "<u2", 6)], 8)
+
+PORT_CLASS = _struct([("tcp", "u1", 0), ("udp", "u1", 1), ("other", "u1", 2),
+                      ("reserved", "u1", 3)], 4)
+
+PREFIX_V4 = _struct([("prefixlen", "<u4", 0), ("addr", ("u1", 4), 4)], 8)
+PREFIX_V6 = _struct([("prefixlen", "<u4", 0), ("addr", ("u1", 16), 4)], 20)
+
+CLASS_RULE = _struct([("class_id", "u1", 0), ("reserved", ("u1", 3), 1)], 4)
+
+EVENT_HEADER = _struct([
+    ("event_type", "u1", 0), ("direction", "u1", 1), ("reserved", ("u1", 6), 2),
+    ("ts_ns", "<u8", 8), ("key", FLOW_KEY, 16), ("reserved2", "<u4", 60),
+], 64)
+
+EVENT_FLOW = _struct([
+    ("header", EVENT_HEADER, 0), ("class_id", "u1", 64), ("class_reason", "u1", 65),
+    ("end_reason", "u1", 66), ("reserved", ("u1", 5), 67),
+], 72)
+
+
+def event_payload_dtype(snippet_size: int = SNIPPET_SIZE) -> np.dtype:
+    return _struct([
+        ("header", EVENT_HEADER, 0), ("payload_len", "<u4", 64), ("captured", "<u2", 68),
+        ("dns_answer", "u1", 70), ("reserved", "u1", 71), ("payload", ("u1", snippet_size), 72),
+    ], 72 + snippet_size)
+
+
+EVENT_PAYLOAD_T = event_payload_dtype()
+
+EVENT_MPTCP_T = _struct([
+    ("header", EVENT_HEADER, 0), ("subtype", "u1", 64), ("version", "u1", 65),
+    ("option_len", "u1", 66), ("tcp_flags", "u1", 67), ("reserved", ("u1", 4), 68),
+    ("option", ("u1", TCP_OPTIONS_MAX), 72),
+], 112)
 
 # The C struct each dtype mirrors, for the layout test and --dump-ebpf.
 C_STRUCTS = {"ab_flow_key": FLOW_KEY, "ab_flow": FLOW, "ab_port": PORT,
-             "ab_dir_counters": DIR_COUNTERS}
+             "ab_dir_counters": DIR_COUNTERS, "ab_tcp_dir": TCP_DIR, "ab_config": CONFIG,
+             "ab_class": CLASS, "ab_port_class": PORT_CLASS, "ab_prefix_v4": PREFIX_V4,
+             "ab_prefix_v6": PREFIX_V6, "ab_class_rule": CLASS_RULE,
+             "ab_event_header": EVENT_HEADER, "ab_event_flow": EVENT_FLOW,
+             "ab_event_payload": EVENT_PAYLOAD_T, "ab_event_mptcp": EVENT_MPTCP_T}
 
 PROTO_NAMES = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp",
-               socket.IPPROTO_ICMP: "icmp", socket.IPPROTO_ICMPV6: "icmpv6"}
+               socket.IPPROTO_ICMP: "icmp", socket.IPPROTO_ICMPV6: "icmpv6",
+               socket.IPPROTO_IGMP: "igmp", socket.IPPROTO_GRE: "gre", socket.IPPROTO_ESP: "esp",
+               socket.IPPROTO_SCTP: "sctp"}
 
 
 def address(family: int, raw: np.ndarray | bytes) -> str:

@@ -69,6 +69,11 @@ class Daemon:
         self.datapath = None
         self.hooks = None
         self.shaper = None
+        self.events: list = []           # decoded this tick (controller.events dataclasses)
+        self.events_total = 0
+        self._port_stats_prev: dict[str, tuple[int, int, float]] = {}
+        self.port_cost: dict[str, dict[str, float]] = {}
+        self.class_names: dict[int, str] = {}
         self.server: ApiServer | None = None
         self.policy: Policy | None = None
         self.alerts: AlertBook | None = None
@@ -77,12 +82,18 @@ class Daemon:
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
+        from . import policy
         from .attach import Ledger, TcHooks
         from .datapath import BuildOptions, Datapath
 
         runtime = Path(self.config.daemon.runtime_dir)
         runtime.mkdir(parents=True, exist_ok=True, mode=0o755)
         self.datapath = Datapath(BuildOptions(flow_map_size=self.config.daemon.flow_map_size))
+        # The default class table until the controller writes its own (policy.write_policy).
+        default_policy = policy.Policy.default()
+        policy.write_policy(self.datapath, default_policy)
+        self.class_names = {c.class_id: c.name for c in default_policy.classes}
+        self.datapath.enable_stats()
         self.hooks = TcHooks(Ledger.load(runtime / "kernel-state.json"))
         api = self.config.api
         curve = CurveKeys(api.curve_server_key, api.curve_clients_dir) if api.curve_server_key else None
@@ -109,14 +120,15 @@ class Daemon:
         for name in self.pending:
             iface = self.config.interface(name)
             try:
-                ifindex = self.hooks.attach(name, self.datapath.program_fds, PROGRAM_NAMES)
+                ifindex = self.hooks.attach(name, self.datapath.programs_for(name), PROGRAM_NAMES)
             except AttachError as exc:
                 if self.ticks == 0:
                     log.warning("%s; will keep trying", exc)
                 still.append(name)
                 continue
             role = kstructs.ROLE_WAN if iface.role == "wan" else kstructs.ROLE_LAN
-            self.datapath.set_port(ifindex, role, kstructs.PORT_COUNT)
+            flags = kstructs.PORT_COUNT | (kstructs.PORT_MARK if iface.mark else 0)
+            self.datapath.set_port(ifindex, role, flags)
             self.iface_names[ifindex] = name
             self.oper_up[name] = self.hooks.oper_up(ifindex)
             if self.ticks:
@@ -237,6 +249,8 @@ class Daemon:
         started = time.perf_counter()
         if self.pending and self.ticks % 10 == 0:
             self._attach_pending()  # a safety net: link events normally do this at once
+        self._drain_events()
+        self._measure_cost()
         keys, values = self.datapath.sweep_flows()
         now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         self.table = self.rates.update(keys, values, now_ns)
@@ -251,9 +265,57 @@ class Daemon:
         if self.ticks % 10 == 0:
             self.notifier.status(self._status_line())
 
+    def _drain_events(self) -> None:
+        from .events import decode_all
+
+        self.events = decode_all(self.datapath.drain_events(), self.datapath.options.snippet_size)
+        self.events_total += len(self.events)
+
+    def _measure_cost(self) -> None:
+        """ns per packet and packets/s per port from the kernel's BPF run statistics."""
+        now = time.monotonic()
+        for name, stats in self.datapath.port_stats().items():
+            runs, run_ns = stats["runs"], stats["run_ns"]
+            prev = self._port_stats_prev.get(name)
+            self._port_stats_prev[name] = (runs, run_ns, now)
+            if prev is None:
+                continue
+            d_runs, d_ns, dt = runs - prev[0], run_ns - prev[1], max(now - prev[2], 1e-3)
+            self.port_cost[name] = {"ns_per_packet": round(d_ns / d_runs, 1) if d_runs else 0.0,
+                                    "packets_per_s": round(d_runs / dt, 1),
+                                    "runs": runs, "run_ns": run_ns}
+
     def flow_records(self, rows: np.ndarray) -> list[dict[str, Any]]:
         offset = time.time() - time.clock_gettime_ns(time.CLOCK_MONOTONIC) / 1e9
-        return self.records.build(self.table, rows, self.iface_names, offset)
+        records = self.records.build(self.table, rows, self.iface_names, offset)
+        for record, row in zip(records, rows.tolist()):
+            record.update(self._datapath_fields(row))
+        return records
+
+    def flow_classes(self) -> np.ndarray:
+        """Each flow's class name (the API's class filter and per-class counts)."""
+        values = self.table.values if self.table is not None else None
+        if values is None:
+            return np.full(len(self.table) if self.table is not None else 0, None, dtype=object)
+        lookup = np.array([self.class_names.get(i) for i in range(256)], dtype=object)
+        return lookup[values["class_id"].astype(np.intp)]
+
+    def _datapath_fields(self, row: int) -> dict[str, Any]:
+        """Class, RTT and retransmissions the datapath keeps per flow."""
+        values = self.table.values
+        if values is None:
+            return {"class": None, "reason": None}
+        value = values[row]
+        class_id, reason = int(value["class_id"]), int(value["class_reason"])
+        tcp = value["tcp"]
+        return {
+            "class": self.class_names.get(class_id),
+            "reason": kstructs.REASONS[reason] if reason < len(kstructs.REASONS) else None,
+            "rtt_ms": [round(int(tcp[d]["rtt_srtt_ns"]) / 1e6, 3) if int(tcp[d]["rtt_samples"]) else None
+                       for d in (UP, DOWN)],
+            "retransmits": [int(tcp[UP]["retransmits"]), int(tcp[DOWN]["retransmits"])],
+            "mptcp_subtypes": int(value["mptcp_subtypes"]),
+        }
 
     def interfaces(self) -> list[dict[str, Any]]:
         result = []
@@ -281,7 +343,10 @@ class Daemon:
             "link_changes": self.link_changes[-10:],
             "totals": self.table.totals() if self.table is not None else {},
             "datapath": {"errors": self.datapath.error_counts(),
-                         "flow_map_size": self.config.daemon.flow_map_size},
+                         "flow_map_size": self.config.daemon.flow_map_size,
+                         "events": self.events_total,
+                         "events_lost": self.datapath.error_counts().get("event_lost", 0),
+                         "cost": self.port_cost},
             "shaping": self.shaper.snapshot() if self.shaper is not None else None,
         }
 

@@ -1,17 +1,23 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * datapath.bpf.c: Anabranch's kernel half, a tc clsact program on every gateway
- * port.  It parses each packet (Ethernet, up to two VLAN tags, IPv4, IPv6 with
- * its usual extension headers, TCP/UDP/ICMP) and counts it into the flow of the
- * WAN port it crosses.  It never drops or delays a packet: every path returns
- * TC_ACT_OK, and what it cannot parse it counts as an error and passes.
+ * port.  It parses each packet (Ethernet, up to two VLAN tags, PPPoE, IPv4 with options,
+ * IPv6 with its usual extension headers, TCP/UDP/ICMP, TCP options for MPTCP and
+ * timestamps), counts it into the flow of the WAN port it crosses, classifies
+ * new flows from the policy maps, marks packets (DSCP, skb->priority for HTB)
+ * and reports what user space needs through one ring buffer.  It never drops or
+ * delays a packet: every path returns TC_ACT_OK, and what it cannot parse it
+ * counts as an error and passes.
  *
  * Compiled at start-up by BCC (daemon/datapath.py) with -I pointing at this
  * folder and -D for the knobs in datapath.h.  Uses only UAPI headers, so the
  * distribution's generic kernel headers suffice.
  *
- * Cost: one hash lookup (plus an insert for a new flow) and a few atomic adds
- * per packet on counted ports; nothing on ports without AB_PORT_COUNT.
+ * Cost per packet on a WAN port: one array lookup (config), one hash lookup in
+ * the flow map (plus the policy lookups and an insert for a new flow), a few
+ * atomic adds, and for TCP one bpf_skb_load_bytes of the options.  On a LAN
+ * port: nothing at ingress; at egress with marking on, a header parse and one
+ * array lookup.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -27,22 +33,71 @@
 BPF_TABLE("lru_hash", struct ab_flow_key, struct ab_flow, flows, AB_FLOW_MAP_SIZE);
 BPF_HASH(ports, __u32, struct ab_port, AB_PORT_MAP_SIZE);
 BPF_PERCPU_ARRAY(errors, __u64, AB_ERR_MAX);
+BPF_ARRAY(config, struct ab_config, 1);
+BPF_ARRAY(classes, struct ab_class, AB_CLASS_MAX);
+BPF_ARRAY(port_classes, struct ab_port_class, 65536);
+BPF_ARRAY(dscp_priority, __u32, AB_DSCP_MAX);
+BPF_HASH(overrides, struct ab_flow_key, struct ab_class_rule, AB_OVERRIDE_MAP_SIZE);
+BPF_HASH(tokens, __u32, struct ab_class_rule, AB_TOKEN_MAP_SIZE);
+BPF_LPM_TRIE(prefixes_v4, struct ab_prefix_v4, struct ab_class_rule, AB_PREFIX_MAP_SIZE);
+BPF_LPM_TRIE(prefixes_v6, struct ab_prefix_v6, struct ab_class_rule, AB_PREFIX_MAP_SIZE);
+BPF_RINGBUF_OUTPUT(events, AB_EVENT_PAGES);
+/* A new flow's value is built here: it does not fit beside the rest on the stack. */
 
 #define VLAN_HLEN 4
+#define PPPOE_HLEN 8 /* PPPoE session header (6) and PPP protocol (2) */
+#define PPP_IPV4 0x0021
+#define PPP_IPV6 0x0057
 #define MAX_VLAN_TAGS 2
 #define MAX_IPV6_EXT_HEADERS 4
 #define IP_FRAGMENT_MASK 0x3fff /* MF flag and fragment offset */
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+#define TCPOPT_EOL 0
+#define TCPOPT_NOP 1
+#define TCPOPT_TIMESTAMP 8
+#define TCPOPT_MPTCP 30
+#define OPT_BUF 64 /* power of two >= AB_TCP_OPTIONS_MAX: indices are masked into it */
+#define MAX_MPTCP_OPTIONS 2
+/* Options walked per packet: real stacks send at most 7 or 8 (SYN: MSS, SACK_PERM,
+ * TS, NOP, WS, MPTCP); a longer run of NOP padding ends the walk early. */
+#define MAX_OPTION_STEPS 16
+#define DNS_PORT 53
 
 struct packet {
 	__u8  family;
 	__u8  proto;
 	__u8  tcp_flags;
-	__u8  reserved;
+	__u8  tos;            /* IPv4 TOS or IPv6 traffic class */
 	__u16 sport;
 	__u16 dport;
+	__u16 l3_off;
+	__u16 l4_off;
+	__u16 payload_off;
+	__u8  has_ports;
+	__u8  has_ts;
+	__u32 payload_len;
+	__u32 frame_len;      /* bytes counted for this packet */
+	__u32 seq;
+	__u32 tsval;
+	__u32 tsecr;
+	__u8  mptcp_off[MAX_MPTCP_OPTIONS]; /* offsets into opts of MPTCP options */
+	__u8  mptcp_count;
+	__u8  opt_len;
+	__u8  ts_off;         /* offset of the TSval in opts, 0 = no timestamps */
+	__u8  opt_cursor;     /* the option walk's position */
+	__u8  reserved2[2];
 	__u8  saddr[16];
 	__u8  daddr[16];
+	__u8  opts[OPT_BUF]; /* the TCP option area, copied */
 };
+
+/* Per-CPU scratch: the parsed packet and a new flow's value do not fit on the
+ * 512-byte stack beside the rest. */
+BPF_PERCPU_ARRAY(scratch_packet, struct packet, 1);
+BPF_PERCPU_ARRAY(fresh_flow, struct ab_flow, 1);
 
 static __always_inline void count_error(__u32 index)
 {
@@ -52,7 +107,16 @@ static __always_inline void count_error(__u32 index)
 		*counter += 1; /* per-CPU slot: no atomic needed */
 }
 
-/* Parse L3/L4 into *pkt; returns 0 when the packet belongs to a flow. */
+static __always_inline __u64 clock_now(struct __sk_buff *skb)
+{
+#ifdef AB_CLOCK_SKB_TSTAMP
+	return skb->tstamp;
+#else
+	return bpf_ktime_get_ns();
+#endif
+}
+
+/* Parse L2/L3/L4 headers into *pkt; returns 0 when the packet belongs to a flow. */
 static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
 {
 	void *data = (void *)(long)skb->data;
@@ -60,6 +124,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
 	struct ethhdr *eth = data;
 	void *cursor;
 	__u16 eth_proto;
+	__u32 ip_len = 0; /* L3 length from the IP header, 0 when unknown (big TCP) */
 	__u8 l4proto;
 
 	if ((void *)(eth + 1) > data_end) {
@@ -81,6 +146,22 @@ static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
 		eth_proto = *(__u16 *)(cursor + 2);
 		cursor += VLAN_HLEN;
 	}
+	/* PPPoE session (DSL uplinks): 6-byte PPPoE header, then the PPP protocol. */
+	if (eth_proto == bpf_htons(ETH_P_PPP_SES)) {
+		__u16 ppp_proto;
+
+		if (cursor + PPPOE_HLEN > data_end) {
+			count_error(AB_ERR_TRUNCATED);
+			return -1;
+		}
+		ppp_proto = *(__u16 *)(cursor + 6);
+		if (ppp_proto == bpf_htons(PPP_IPV4))
+			eth_proto = bpf_htons(ETH_P_IP);
+		else if (ppp_proto == bpf_htons(PPP_IPV6))
+			eth_proto = bpf_htons(ETH_P_IPV6);
+		cursor += PPPOE_HLEN;
+	}
+	pkt->l3_off = cursor - data;
 
 	if (eth_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = cursor;
@@ -90,19 +171,21 @@ static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
 			return -1;
 		}
 		if (ip->ihl < 5) {
-			count_error(AB_ERR_TRUNCATED);
+			count_error(AB_ERR_MALFORMED);
 			return -1;
 		}
 		pkt->family = AB_FAMILY_V4;
+		pkt->tos = ip->tos;
 		__builtin_memcpy(pkt->saddr, &ip->saddr, 4);
 		__builtin_memcpy(pkt->daddr, &ip->daddr, 4);
 		l4proto = ip->protocol;
 		pkt->proto = l4proto;
+		ip_len = bpf_ntohs(ip->tot_len);
 		if (ip->frag_off & bpf_htons(IP_FRAGMENT_MASK)) {
 			count_error(AB_ERR_FRAGMENT);
 			return 0; /* counted as a port-less flow of its protocol */
 		}
-		cursor = (void *)ip + ip->ihl * 4;
+		cursor = (void *)ip + ip->ihl * 4; /* options skipped */
 	} else if (eth_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = cursor;
 
@@ -111,23 +194,32 @@ static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
 			return -1;
 		}
 		pkt->family = AB_FAMILY_V6;
+		pkt->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
 		__builtin_memcpy(pkt->saddr, &ip6->saddr, 16);
 		__builtin_memcpy(pkt->daddr, &ip6->daddr, 16);
 		l4proto = ip6->nexthdr;
+		if (ip6->payload_len)
+			ip_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
 		cursor = ip6 + 1;
 
 #pragma unroll
 		for (int i = 0; i < MAX_IPV6_EXT_HEADERS; i++) {
 			if (l4proto == IPPROTO_HOPOPTS || l4proto == IPPROTO_ROUTING ||
-			    l4proto == IPPROTO_DSTOPTS) {
+			    l4proto == IPPROTO_DSTOPTS || l4proto == IPPROTO_AH) {
 				__u8 *ext = cursor;
 
 				if (cursor + 2 > data_end) {
 					count_error(AB_ERR_TRUNCATED);
-					return -1;
+					pkt->proto = l4proto;
+					return 0;
 				}
+				/* AH counts its length in 4-byte words minus 2; the others in
+				 * 8-byte words minus 1. */
+				if (l4proto == IPPROTO_AH)
+					cursor += (ext[1] + 2) * 4;
+				else
+					cursor += (ext[1] + 1) * 8;
 				l4proto = ext[0];
-				cursor += (ext[1] + 1) * 8;
 			} else if (l4proto == IPPROTO_FRAGMENT) {
 				count_error(AB_ERR_FRAGMENT);
 				pkt->proto = l4proto;
@@ -141,18 +233,34 @@ static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
 		count_error(AB_ERR_NOT_IP);
 		return -1;
 	}
+	pkt->l4_off = cursor - data;
+	/* What the frame carried: skb->len, or more when the IP header says so (a
+	 * capture truncated to fit BPF_PROG_TEST_RUN; online the two agree). */
+	pkt->frame_len = skb->len;
+	if (ip_len && pkt->l3_off + ip_len > skb->len)
+		pkt->frame_len = pkt->l3_off + ip_len;
 
 	if (l4proto == IPPROTO_TCP) {
 		struct tcphdr *tcp = cursor;
+		__u32 hlen;
 
 		if ((void *)(tcp + 1) > data_end) {
 			count_error(AB_ERR_TRUNCATED);
 			return 0; /* addresses are known: count without ports */
 		}
+		pkt->has_ports = 1;
 		pkt->sport = bpf_ntohs(tcp->source);
 		pkt->dport = bpf_ntohs(tcp->dest);
+		pkt->seq = bpf_ntohl(tcp->seq);
 		/* The flags byte follows the 4-bit data offset and reserved bits. */
 		pkt->tcp_flags = ((__u8 *)tcp)[13];
+		hlen = tcp->doff * 4;
+		if (hlen < sizeof(*tcp)) {
+			count_error(AB_ERR_MALFORMED);
+			return 0;
+		}
+		pkt->opt_len = hlen - sizeof(*tcp);
+		pkt->payload_off = pkt->l4_off + hlen;
 	} else if (l4proto == IPPROTO_UDP) {
 		struct udphdr *udp = cursor;
 
@@ -160,71 +268,527 @@ static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
 			count_error(AB_ERR_TRUNCATED);
 			return 0;
 		}
+		pkt->has_ports = 1;
 		pkt->sport = bpf_ntohs(udp->source);
 		pkt->dport = bpf_ntohs(udp->dest);
+		pkt->payload_off = pkt->l4_off + sizeof(*udp);
+	} else {
+		return 0;
+	}
+
+	/* Payload: by the IP length (Ethernet pads short frames), by skb->len when
+	 * the IP header has no length (big TCP). */
+	if (ip_len) {
+		__u32 end_l3 = pkt->l3_off + ip_len;
+
+		pkt->payload_len = end_l3 > pkt->payload_off ? end_l3 - pkt->payload_off : 0;
+	} else {
+		pkt->payload_len = skb->len > pkt->payload_off ? skb->len - pkt->payload_off : 0;
 	}
 	return 0;
+}
+
+static __always_inline __u32 read_be32(__u8 *opts, __u32 o)
+{
+	return ((__u32)opts[o & (OPT_BUF - 1)] << 24) | ((__u32)opts[(o + 1) & (OPT_BUF - 1)] << 16) |
+	       ((__u32)opts[(o + 2) & (OPT_BUF - 1)] << 8) | (__u32)opts[(o + 3) & (OPT_BUF - 1)];
+}
+
+/*
+ * TCP options: find timestamps and up to MAX_MPTCP_OPTIONS MPTCP options.  The
+ * walk is unrolled and keeps its cursor and results in the per-CPU packet
+ * (memory, reloaded after a compiler barrier), so every path through one step
+ * leaves the same register state and the verifier prunes them instead of
+ * exploring each combination of option kinds.
+ */
+static __always_inline void parse_tcp_options(struct __sk_buff *skb, struct packet *pkt, __u8 *opts)
+{
+	__u32 len = pkt->opt_len;
+
+	if (len == 0)
+		return;
+	if (len > AB_TCP_OPTIONS_MAX)
+		len = AB_TCP_OPTIONS_MAX;
+	if (bpf_skb_load_bytes(skb, pkt->l4_off + sizeof(struct tcphdr), opts,
+			       ((len - 1) & (OPT_BUF - 1)) + 1) < 0) {
+		count_error(AB_ERR_TRUNCATED);
+		return;
+	}
+	/* Fast path: the usual option area of an established Linux flow is exactly
+	 * NOP NOP TIMESTAMP. */
+	if (len == 12 && opts[0] == TCPOPT_NOP && opts[1] == TCPOPT_NOP && opts[2] == TCPOPT_TIMESTAMP &&
+	    opts[3] == 10) {
+		pkt->has_ts = 1;
+		pkt->tsval = read_be32(opts, 4);
+		pkt->tsecr = read_be32(opts, 8);
+		return;
+	}
+	pkt->opt_cursor = 0;
+#pragma unroll
+	for (int step = 0; step < MAX_OPTION_STEPS; step++) {
+		__u32 i = pkt->opt_cursor;
+		__u8 kind, olen;
+
+		if (i >= len)
+			break;
+		kind = opts[i & (OPT_BUF - 1)];
+		if (kind == TCPOPT_EOL)
+			break;
+		if (kind == TCPOPT_NOP) {
+			olen = 1;
+		} else {
+			if (i + 1 >= len) {
+				count_error(AB_ERR_MALFORMED);
+				break;
+			}
+			olen = opts[(i + 1) & (OPT_BUF - 1)];
+			if (olen < 2 || i + olen > len) {
+				count_error(AB_ERR_MALFORMED);
+				break;
+			}
+			if (kind == TCPOPT_TIMESTAMP && olen == 10) {
+				pkt->ts_off = i + 2;
+			} else if (kind == TCPOPT_MPTCP && olen >= 3) {
+				__u8 count = pkt->mptcp_count;
+
+				if (count < MAX_MPTCP_OPTIONS) {
+					pkt->mptcp_off[count & 1] = i;
+					pkt->mptcp_count = count + 1;
+				}
+			}
+		}
+		pkt->opt_cursor = i + olen;
+		asm volatile("" ::: "memory");
+	}
+	if (pkt->ts_off) {
+		pkt->has_ts = 1;
+		pkt->tsval = read_be32(opts, pkt->ts_off);
+		pkt->tsecr = read_be32(opts, pkt->ts_off + 4);
+	}
+}
+
+/* Receiver token of an MP_JOIN on a SYN (without ACK), else 0. */
+static __always_inline __u32 join_token(struct packet *pkt, __u8 *opts)
+{
+	for (int m = 0; m < MAX_MPTCP_OPTIONS; m++) {
+		__u32 off;
+
+		if (m >= pkt->mptcp_count)
+			break;
+		off = pkt->mptcp_off[m];
+		if ((opts[(off + 2) & (OPT_BUF - 1)] >> 4) == AB_MPTCP_JOIN &&
+		    opts[(off + 1) & (OPT_BUF - 1)] >= 12 &&
+		    (pkt->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+			return read_be32(opts, off + 4);
+	}
+	return 0;
+}
+
+static __always_inline void fill_header(struct ab_event_header *h, __u8 type, __u8 dir, __u64 now,
+					struct ab_flow_key *key)
+{
+	h->event_type = type;
+	h->direction = dir;
+	__builtin_memset(h->reserved, 0, sizeof(h->reserved));
+	h->ts_ns = now;
+	__builtin_memcpy(&h->key, key, sizeof(*key));
+	h->reserved2 = 0;
+}
+
+static __always_inline void emit_flow_event(__u8 type, __u8 dir, __u64 now, struct ab_flow_key *key,
+					    struct ab_flow *flow, __u8 end_reason)
+{
+	struct ab_event_flow *ev = events.ringbuf_reserve(sizeof(*ev));
+
+	if (!ev) {
+		count_error(AB_ERR_EVENT_LOST);
+		return;
+	}
+	fill_header(&ev->header, type, dir, now, key);
+	ev->class_id = flow->class_id;
+	ev->class_reason = flow->class_reason;
+	ev->end_reason = end_reason;
+	__builtin_memset(ev->reserved, 0, sizeof(ev->reserved));
+	events.ringbuf_submit(ev, 0);
+}
+
+static __always_inline void emit_payload(struct __sk_buff *skb, struct packet *pkt, __u8 dir, __u64 now,
+					 struct ab_flow_key *key, __u8 dns_answer)
+{
+	struct ab_event_payload *ev = events.ringbuf_reserve(sizeof(*ev));
+	__u32 captured = pkt->payload_len;
+
+	if (!ev) {
+		count_error(AB_ERR_EVENT_LOST);
+		return;
+	}
+	fill_header(&ev->header, AB_EVENT_PAYLOAD, dir, now, key);
+	ev->payload_len = pkt->payload_len;
+	ev->dns_answer = dns_answer;
+	ev->reserved = 0;
+	if (captured > AB_SNIPPET_SIZE)
+		captured = AB_SNIPPET_SIZE;
+	/* The mask shows the verifier a length in [1, AB_SNIPPET_SIZE] (a power of two). */
+	if (captured > 0 &&
+	    bpf_skb_load_bytes(skb, pkt->payload_off, ev->payload,
+			       ((captured - 1) & (AB_SNIPPET_SIZE - 1)) + 1) < 0)
+		captured = 0;
+	ev->captured = captured;
+	events.ringbuf_submit(ev, 0);
+}
+
+/* One MPTCP option: note its subtype, learn the version, report what matters. */
+static __always_inline void handle_mptcp_option(struct packet *pkt, __u8 *opts, __u32 off, __u8 dir,
+						__u64 now, struct ab_flow_key *key, struct ab_flow *flow)
+{
+	__u8 olen = opts[(off + 1) & (OPT_BUF - 1)];
+	__u8 subtype = opts[(off + 2) & (OPT_BUF - 1)] >> 4;
+	struct ab_event_mptcp *ev;
+	int report;
+
+	if (subtype > AB_MPTCP_TCPRST)
+		return;
+	flow->mptcp_subtypes |= (__u16)1 << subtype;
+	if (subtype == AB_MPTCP_CAPABLE)
+		flow->mptcp_version = opts[(off + 2) & (OPT_BUF - 1)] & 0x0f;
+
+	report = (subtype == AB_MPTCP_CAPABLE && olen >= 12) ||
+		 (subtype == AB_MPTCP_JOIN && (pkt->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) ||
+		 subtype == AB_MPTCP_ADD_ADDR || subtype == AB_MPTCP_RM_ADDR ||
+		 subtype == AB_MPTCP_FASTCLOSE || subtype == AB_MPTCP_TCPRST;
+	if (!report)
+		return;
+	ev = events.ringbuf_reserve(sizeof(*ev));
+	if (!ev) {
+		count_error(AB_ERR_EVENT_LOST);
+		return;
+	}
+	fill_header(&ev->header, AB_EVENT_MPTCP, dir, now, key);
+	ev->subtype = subtype;
+	ev->version = flow->mptcp_version;
+	ev->option_len = olen > AB_TCP_OPTIONS_MAX ? AB_TCP_OPTIONS_MAX : olen;
+	ev->tcp_flags = pkt->tcp_flags;
+	__builtin_memset(ev->reserved, 0, sizeof(ev->reserved));
+#pragma unroll
+	for (int j = 0; j < AB_TCP_OPTIONS_MAX; j++)
+		ev->option[j] = opts[(off + j) & (OPT_BUF - 1)];
+	events.ringbuf_submit(ev, 0);
+}
+
+static __always_inline int lookup_prefix(__u8 family, __u8 *addr, __u8 *class_id)
+{
+	struct ab_class_rule *rule;
+
+	if (family == AB_FAMILY_V4) {
+		struct ab_prefix_v4 p = {.prefixlen = 32};
+
+		__builtin_memcpy(p.addr, addr, 4);
+		rule = prefixes_v4.lookup(&p);
+	} else {
+		struct ab_prefix_v6 p = {.prefixlen = 128};
+
+		__builtin_memcpy(p.addr, addr, 16);
+		rule = prefixes_v6.lookup(&p);
+	}
+	if (!rule || !rule->class_id)
+		return 0;
+	*class_id = rule->class_id;
+	return 1;
+}
+
+static __always_inline int lookup_port(__u8 proto, __u32 port, __u8 *class_id)
+{
+	struct ab_port_class *pc = port_classes.lookup(&port);
+	__u8 found;
+
+	if (!pc)
+		return 0;
+	if (proto == IPPROTO_TCP)
+		found = pc->tcp;
+	else if (proto == IPPROTO_UDP)
+		found = pc->udp;
+	else
+		found = pc->other;
+	if (!found)
+		return 0;
+	*class_id = found;
+	return 1;
+}
+
+/*
+ * The class of a flow, most specific rule first: per-flow override, MPTCP
+ * token (a joined subflow takes its connection's class), prefix (remote
+ * address, then LAN address), port (the responder's port, then the opener's),
+ * else the default class.
+ */
+static __always_inline void classify(struct ab_flow *flow, struct ab_flow_key *key,
+				     struct ab_config *cfg)
+{
+	struct ab_class_rule *rule;
+	__u8 class_id = 0;
+	__u32 first, second;
+
+	flow->policy_generation = cfg->policy_generation;
+	rule = overrides.lookup(key);
+	if (rule && rule->class_id) {
+		flow->class_id = rule->class_id;
+		flow->class_reason = AB_REASON_OVERRIDE;
+		return;
+	}
+	if (flow->join_token) {
+		__u32 token = flow->join_token;
+
+		rule = tokens.lookup(&token);
+		if (rule && rule->class_id) {
+			flow->class_id = rule->class_id;
+			flow->class_reason = AB_REASON_TOKEN;
+			return;
+		}
+	}
+	if (lookup_prefix(key->family, key->remote_addr, &class_id) ||
+	    lookup_prefix(key->family, key->lan_addr, &class_id)) {
+		flow->class_id = class_id;
+		flow->class_reason = AB_REASON_PREFIX;
+		return;
+	}
+	if (flow->opened_by == AB_DIR_UP) {
+		first = key->remote_port;
+		second = key->lan_port;
+	} else {
+		first = key->lan_port;
+		second = key->remote_port;
+	}
+	if (key->proto != IPPROTO_ICMP && key->proto != IPPROTO_ICMPV6 &&
+	    (lookup_port(key->proto, first, &class_id) || lookup_port(key->proto, second, &class_id))) {
+		flow->class_id = class_id;
+		flow->class_reason = AB_REASON_PORT;
+		return;
+	}
+	flow->class_id = cfg->default_class;
+	flow->class_reason = AB_REASON_DEFAULT;
+}
+
+static __always_inline __u32 saturate32(__u64 value)
+{
+	return value > 0xffffffffULL ? 0xffffffff : (__u32)value;
+}
+
+/* Passive RTT from TCP timestamps and retransmissions from sequence numbers. */
+static __always_inline void track_tcp(struct ab_flow *flow, struct packet *pkt, __u8 dir, __u64 now,
+				      __u64 segs)
+{
+	struct ab_tcp_dir *mine = &flow->tcp[dir];
+	struct ab_tcp_dir *theirs = &flow->tcp[dir ^ 1];
+
+	if (pkt->payload_len > 0) {
+		__u32 end = pkt->seq + pkt->payload_len;
+
+		if (mine->seq_valid && (__s32)(pkt->seq - mine->next_seq) < 0)
+			mine->retransmits += segs;
+		if (!mine->seq_valid || (__s32)(end - mine->next_seq) > 0) {
+			mine->next_seq = end;
+			mine->seq_valid = 1;
+		}
+	}
+	if (!pkt->has_ts)
+		return;
+	/* Remember a TSval the first time it passes (ts_valid: 0 never, 1 waiting
+	 * for its echo, 2 done): only a newer TSval starts a new sample, so the
+	 * time is that of its first packet, as pping does. */
+	if (mine->ts_valid == 0 || (mine->ts_valid == 2 && (__s32)(pkt->tsval - mine->ts_pending) > 0)) {
+		mine->ts_pending = pkt->tsval;
+		mine->ts_pending_ns = now;
+		mine->ts_valid = 1;
+	}
+	if (theirs->ts_valid == 1 && (pkt->tcp_flags & TCP_ACK)) {
+		if (pkt->tsecr == theirs->ts_pending) {
+			__u32 sample = saturate32(now - theirs->ts_pending_ns);
+
+			theirs->rtt_last_ns = sample;
+			if (theirs->rtt_samples == 0 || sample < theirs->rtt_min_ns)
+				theirs->rtt_min_ns = sample;
+			if (theirs->rtt_samples == 0)
+				theirs->rtt_srtt_ns = sample;
+			else
+				theirs->rtt_srtt_ns = theirs->rtt_srtt_ns - (theirs->rtt_srtt_ns >> 3) + (sample >> 3);
+			theirs->rtt_samples += 1;
+			theirs->ts_valid = 2;
+		} else if ((__s32)(pkt->tsecr - theirs->ts_pending) > 0) {
+			theirs->ts_valid = 2; /* its echo went by unseen: start afresh */
+		}
+	}
+}
+
+/* DSCP rewrite, ECN bits kept; IPv4 checksum fixed incrementally. */
+static __always_inline void set_dscp(struct __sk_buff *skb, struct packet *pkt, __u8 dscp)
+{
+	__u8 tos = (dscp << 2) | (pkt->tos & 0x03);
+
+	if (tos == pkt->tos)
+		return;
+	if (pkt->family == AB_FAMILY_V4) {
+		__u32 off = pkt->l3_off;
+
+		if (bpf_l3_csum_replace(skb, off + offsetof(struct iphdr, check), bpf_htons(pkt->tos),
+					bpf_htons(tos), 2) < 0 ||
+		    bpf_skb_store_bytes(skb, off + offsetof(struct iphdr, tos), &tos, 1, 0) < 0)
+			count_error(AB_ERR_MARK);
+	} else {
+		__u16 word;
+
+		if (bpf_skb_load_bytes(skb, pkt->l3_off, &word, 2) < 0) {
+			count_error(AB_ERR_MARK);
+			return;
+		}
+		/* version(4) | traffic class(8) | flow label(20): the class straddles bytes. */
+		word = bpf_htons((bpf_ntohs(word) & 0xf00f) | ((__u16)tos << 4));
+		if (bpf_skb_store_bytes(skb, pkt->l3_off, &word, 2, 0) < 0)
+			count_error(AB_ERR_MARK);
+	}
+}
+
+static __always_inline void mark(struct __sk_buff *skb, struct packet *pkt, __u8 class_id, __u8 egress)
+{
+	__u32 index = class_id;
+	struct ab_class *cls = classes.lookup(&index);
+
+	if (!cls)
+		return;
+	/* Only at egress: forwarding resets skb->priority after ingress. */
+	if (egress && (cls->flags & AB_CLASS_SET_PRIO))
+		skb->priority = cls->priority;
+	if (cls->flags & AB_CLASS_SET_DSCP)
+		set_dscp(skb, pkt, cls->dscp & 0x3f);
 }
 
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir_if_wan)
 {
 	__u32 ifindex = skb->ifindex;
+	__u32 zero = 0;
 	struct ab_port *port = ports.lookup(&ifindex);
-	struct packet pkt = {};
+	struct ab_config *cfg;
+	struct packet *pkt;
 	struct ab_flow_key key = {};
 	struct ab_flow *flow;
+	__u8 *opts;
+	__u8 seen_flags;
 	__u64 now, segs;
 
-	if (!port || !(port->flags & AB_PORT_COUNT) || port->role != AB_ROLE_WAN)
+	if (!port)
 		return TC_ACT_OK;
-	if (parse(skb, &pkt) < 0)
+	pkt = scratch_packet.lookup(&zero);
+	if (!pkt)
 		return TC_ACT_OK;
+	/* The option bytes are only read below the copied length: no need to clear them. */
+	__builtin_memset(pkt, 0, offsetof(struct packet, opts));
+	opts = pkt->opts;
+	if (port->role == AB_ROLE_LAN) {
+		/* LAN egress (the egress hook carries download here) with marking on:
+		 * the flow is unknown (its key needs the WAN port the packet came in
+		 * by), but the DSCP written at WAN ingress says the class. */
+		__u32 dscp, *priority;
+
+		if (dir_if_wan != AB_DIR_UP || !(port->flags & AB_PORT_MARK))
+			return TC_ACT_OK;
+		if (parse(skb, pkt) < 0)
+			return TC_ACT_OK;
+		dscp = pkt->tos >> 2;
+		priority = dscp_priority.lookup(&dscp);
+		if (priority && *priority)
+			skb->priority = *priority;
+		return TC_ACT_OK;
+	}
+	if (port->role != AB_ROLE_WAN || !(port->flags & (AB_PORT_COUNT | AB_PORT_MARK)))
+		return TC_ACT_OK;
+	cfg = config.lookup(&zero);
+	if (!cfg)
+		return TC_ACT_OK;
+	if (parse(skb, pkt) < 0)
+		return TC_ACT_OK;
+	if (pkt->proto == IPPROTO_TCP && pkt->opt_len)
+		parse_tcp_options(skb, pkt, opts);
 
 	key.ifindex = ifindex;
-	key.family = pkt.family;
-	key.proto = pkt.proto;
+	key.family = pkt->family;
+	key.proto = pkt->proto;
 	if (dir_if_wan == AB_DIR_UP) {
-		key.lan_port = pkt.sport;
-		key.remote_port = pkt.dport;
-		__builtin_memcpy(key.lan_addr, pkt.saddr, 16);
-		__builtin_memcpy(key.remote_addr, pkt.daddr, 16);
+		key.lan_port = pkt->sport;
+		key.remote_port = pkt->dport;
+		__builtin_memcpy(key.lan_addr, pkt->saddr, 16);
+		__builtin_memcpy(key.remote_addr, pkt->daddr, 16);
 	} else {
-		key.lan_port = pkt.dport;
-		key.remote_port = pkt.sport;
-		__builtin_memcpy(key.lan_addr, pkt.daddr, 16);
-		__builtin_memcpy(key.remote_addr, pkt.saddr, 16);
+		key.lan_port = pkt->dport;
+		key.remote_port = pkt->sport;
+		__builtin_memcpy(key.lan_addr, pkt->daddr, 16);
+		__builtin_memcpy(key.remote_addr, pkt->saddr, 16);
 	}
 
-	now = bpf_ktime_get_ns();
+	now = clock_now(skb);
 	flow = flows.lookup(&key);
 	if (!flow) {
-		struct ab_flow fresh = {};
+		struct ab_flow *fresh = fresh_flow.lookup(&zero);
 
-		fresh.first_seen_ns = now;
-		fresh.last_seen_ns = now;
-		fresh.opened_by = dir_if_wan;
+		if (!fresh)
+			return TC_ACT_OK;
+		__builtin_memset(fresh, 0, sizeof(*fresh));
+		fresh->first_seen_ns = now;
+		fresh->last_seen_ns = now;
+		fresh->opened_by = dir_if_wan;
+		fresh->mptcp_version = AB_MPTCP_VERSION_NONE;
+		if (pkt->mptcp_count)
+			fresh->join_token = join_token(pkt, opts);
+		classify(fresh, &key, cfg);
 		/* BPF_NOEXIST: if another CPU inserted it first, keep theirs. */
-		flows.insert(&key, &fresh);
+		if (flows.insert(&key, fresh) == 0)
+			emit_flow_event(AB_EVENT_NEW_FLOW, dir_if_wan, now, &key, fresh, 0);
 		flow = flows.lookup(&key);
 		if (!flow) {
 			count_error(AB_ERR_FLOW_INSERT);
 			return TC_ACT_OK;
 		}
+	} else if (flow->policy_generation != cfg->policy_generation) {
+		classify(flow, &key, cfg);
 	}
 
 	segs = skb->gso_segs;
 	if (segs == 0)
 		segs = 1;
+	seen_flags = flow->tcp_flags[AB_DIR_UP] | flow->tcp_flags[AB_DIR_DOWN];
 	if (dir_if_wan == AB_DIR_UP) {
 		__sync_fetch_and_add(&flow->dir[AB_DIR_UP].packets, segs);
-		__sync_fetch_and_add(&flow->dir[AB_DIR_UP].bytes, (__u64)skb->len);
-		flow->tcp_flags[AB_DIR_UP] |= pkt.tcp_flags;
+		__sync_fetch_and_add(&flow->dir[AB_DIR_UP].bytes, (__u64)(pkt->frame_len ? pkt->frame_len : skb->len));
+		flow->tcp_flags[AB_DIR_UP] |= pkt->tcp_flags;
 	} else {
 		__sync_fetch_and_add(&flow->dir[AB_DIR_DOWN].packets, segs);
-		__sync_fetch_and_add(&flow->dir[AB_DIR_DOWN].bytes, (__u64)skb->len);
-		flow->tcp_flags[AB_DIR_DOWN] |= pkt.tcp_flags;
+		__sync_fetch_and_add(&flow->dir[AB_DIR_DOWN].bytes, (__u64)(pkt->frame_len ? pkt->frame_len : skb->len));
+		flow->tcp_flags[AB_DIR_DOWN] |= pkt->tcp_flags;
 	}
 	flow->last_seen_ns = now;
+
+	if (pkt->proto == IPPROTO_TCP && pkt->has_ports) {
+		track_tcp(flow, pkt, dir_if_wan, now, segs);
+		for (int m = 0; m < MAX_MPTCP_OPTIONS; m++) {
+			if (m >= pkt->mptcp_count)
+				break;
+			handle_mptcp_option(pkt, opts, pkt->mptcp_off[m], dir_if_wan, now, &key, flow);
+		}
+		if ((pkt->tcp_flags & (TCP_FIN | TCP_RST)) && !(seen_flags & (TCP_FIN | TCP_RST)))
+			emit_flow_event(AB_EVENT_FLOW_END, dir_if_wan, now, &key, flow,
+					(pkt->tcp_flags & TCP_RST) ? AB_END_RST : AB_END_FIN);
+	}
+
+	if (pkt->has_ports && pkt->payload_len > 0) {
+		__u8 dns_answer = pkt->proto == IPPROTO_UDP && pkt->sport == DNS_PORT;
+
+		if (dns_answer || flow->snippets[dir_if_wan] < AB_SNIPPETS_PER_DIR) {
+			if (flow->snippets[dir_if_wan] < 0xff)
+				flow->snippets[dir_if_wan] += 1;
+			emit_payload(skb, pkt, dir_if_wan, now, &key, dns_answer);
+		}
+	}
+
+	if (port->flags & AB_PORT_MARK)
+		mark(skb, pkt, flow->class_id, dir_if_wan == AB_DIR_UP);
 	return TC_ACT_OK;
 }
 

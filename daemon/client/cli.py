@@ -16,6 +16,7 @@
     anabranch reload                         re-read the daemon's TOML
     anabranch watch [--topic T]...           follow the state stream
     anabranch keygen NAME [--dir DIR]        a CURVE key pair for tcp:// endpoints
+    anabranch analyze FILE.pcap [--json]     run the datapath over a capture (root, offline)
 
 Human tables by default, `--json` (before or after the command) for scripts.  Exit status: 0 done, 2 bad usage,
 3 the daemon is unreachable, 4 the daemon refused the command (its error code is printed).
@@ -449,6 +450,11 @@ def watch(args: argparse.Namespace, curve: CurveKeys | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["analyze"]:
+        # Offline and needs BCC: imported only here, so the rest of the CLI stays light.
+        from anabranch.daemon import analyze
+        return analyze.main(argv[1:])
     args = parser().parse_args(argv)
     try:
         if args.command == "keygen":

@@ -65,6 +65,8 @@ class FakeDaemon:
     """What commands.py and stream.py need from a Daemon, with a synthetic flow table."""
 
     flow_records = Daemon.flow_records
+    _datapath_fields = Daemon._datapath_fields
+    flow_classes = Daemon.flow_classes
     interfaces = Daemon.interfaces
 
     def __init__(self, events: str, control: str, state_dir: str, flows: int = 200,
@@ -78,6 +80,7 @@ class FakeDaemon:
         self.iface_names = {index: name for name, index in IFINDEX.items()}
         self.hooks = type("Hooks", (), {"attached": {"wan0", "lan0"}})()
         self.oper_up = {"wan0": True, "lan0": True}
+        self.class_names: dict[int, str] = {}
         self.link_changes: list[dict[str, Any]] = []
         self.rates = FlowRates()
         self.records = FlowRecords()

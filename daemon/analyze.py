@@ -1,0 +1,401 @@
+"""`anabranch analyze FILE`: run the real datapath program over a capture, offline.
+
+    anabranch analyze capture.pcap [--json]
+
+Reads pcap or pcapng (link types Ethernet, Linux cooked v1/v2, raw IP, BSD
+loopback, PPP) with dpkt and pushes every frame through the compiled datapath
+with BPF_PROG_TEST_RUN: no network, no attached hook, but root (it loads BPF).
+Frames without Ethernet get a synthetic Ethernet header; the variant compiled
+with AB_CLOCK_SKB_TSTAMP takes each packet's capture time as its clock.
+
+A capture has no WAN port: every flow is treated as crossing one WAN port, with
+the side that opened it (the SYN sender, else the first packet's source) as the
+LAN side, so its packets go through the egress entry point and the other side's
+through ingress.  Prints flows with their class, and MPTCP connections with
+their subflows (correlated from MP_CAPABLE keys and MP_JOIN tokens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import ipaddress
+import json
+import os
+import struct
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from anabranch.controller import events as ev
+from anabranch.controller.flows import flow_ids
+
+from . import kstructs
+
+# Link types (LINKTYPE_* of the pcap format).
+LINK_NULL, LINK_ETHERNET, LINK_PPP, LINK_PPP_HDLC = 0, 1, 9, 50
+LINK_RAW, LINK_RAW_ALT1, LINK_RAW_ALT2, LINK_LOOP = 101, 12, 14, 108
+LINK_SLL, LINK_SLL2 = 113, 276
+
+ETH_IPV4, ETH_IPV6, ETH_VLAN, ETH_QINQ, ETH_PPPOE = 0x0800, 0x86DD, 0x8100, 0x88A8, 0x8864
+SYNTHETIC_MACS = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01"
+WAN_IFINDEX = 1  # the loopback device: BPF_PROG_TEST_RUN accepts it without a lookup
+EVENT_DRAIN_EVERY = 64
+# BPF_PROG_TEST_RUN takes at most a page minus skb overhead; longer frames
+# (GRO/TSO captures) are cut, and the program counts them by their IP length.
+MAX_TEST_FRAME = 3072
+
+
+class CaptureError(Exception):
+    pass
+
+
+# -- reading ---------------------------------------------------------------------------
+def read_capture(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """(timestamp ns, link type, frame) for every record of a pcap or pcapng file."""
+    import dpkt
+
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+        handle.seek(0)
+        try:
+            if magic == b"\x0a\x0d\x0d\x0a":
+                reader = dpkt.pcapng.Reader(handle)
+            else:
+                reader = dpkt.pcap.Reader(handle)
+        except (ValueError, dpkt.dpkt.Error) as exc:
+            raise CaptureError(f"{path}: not a pcap or pcapng file ({exc})") from None
+        link = reader.datalink()
+        for ts, frame in reader:
+            yield int(round(float(ts) * 1e9)), link, bytes(frame)
+
+
+def _ethertype_of_ip(packet: bytes) -> int | None:
+    if not packet:
+        return None
+    version = packet[0] >> 4
+    return ETH_IPV4 if version == 4 else ETH_IPV6 if version == 6 else None
+
+
+def to_ethernet(link: int, frame: bytes) -> bytes | None:
+    """The frame as the tc program expects it: starting with an Ethernet header."""
+    if link == LINK_ETHERNET:
+        return frame
+    if link == LINK_SLL and len(frame) >= 16:
+        return SYNTHETIC_MACS + frame[14:16] + frame[16:]
+    if link == LINK_SLL2 and len(frame) >= 20:
+        return SYNTHETIC_MACS + frame[0:2] + frame[20:]
+    if link in (LINK_RAW, LINK_RAW_ALT1, LINK_RAW_ALT2):
+        payload = frame
+    elif link in (LINK_NULL, LINK_LOOP):
+        payload = frame[4:]
+    elif link in (LINK_PPP, LINK_PPP_HDLC):
+        body = frame[2:] if frame[:2] == b"\xff\x03" else frame
+        protocol = int.from_bytes(body[:2], "big") if len(body) >= 2 else 0
+        if protocol not in (0x0021, 0x0057):
+            return None
+        payload = body[2:]
+    else:
+        return None
+    ethertype = _ethertype_of_ip(payload)
+    if ethertype is None:
+        return None
+    return SYNTHETIC_MACS + struct.pack("!H", ethertype) + payload
+
+
+# -- who opened each flow ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Endpoints:
+    proto: int
+    src: bytes
+    sport: int
+    dst: bytes
+    dport: int
+    syn: bool       # SYN without ACK
+    synack: bool
+
+
+def endpoints(frame: bytes) -> Endpoints | None:
+    """The L3/L4 endpoints as the datapath keys them (fragments and port-less
+    protocols have zero ports); None for what the datapath does not count."""
+    offset = 12
+    ethertype = int.from_bytes(frame[offset:offset + 2], "big") if len(frame) >= 14 else 0
+    offset = 14
+    for _ in range(2):
+        if ethertype not in (ETH_VLAN, ETH_QINQ) or len(frame) < offset + 4:
+            break
+        ethertype = int.from_bytes(frame[offset + 2:offset + 4], "big")
+        offset += 4
+    if ethertype == ETH_PPPOE and len(frame) >= offset + 8:
+        protocol = int.from_bytes(frame[offset + 6:offset + 8], "big")
+        ethertype = {0x0021: ETH_IPV4, 0x0057: ETH_IPV6}.get(protocol, 0)
+        offset += 8
+    sport = dport = 0
+    syn = synack = False
+    if ethertype == ETH_IPV4 and len(frame) >= offset + 20:
+        ihl = (frame[offset] & 0x0F) * 4
+        if ihl < 20:
+            return None
+        proto = frame[offset + 9]
+        src, dst = frame[offset + 12:offset + 16], frame[offset + 16:offset + 20]
+        fragment = int.from_bytes(frame[offset + 6:offset + 8], "big") & 0x3FFF
+        l4 = offset + ihl if not fragment else None
+    elif ethertype == ETH_IPV6 and len(frame) >= offset + 40:
+        proto = frame[offset + 6]
+        src, dst = frame[offset + 8:offset + 24], frame[offset + 24:offset + 40]
+        l4 = offset + 40
+        for _ in range(4):
+            if proto in (0, 43, 60, 51) and len(frame) >= l4 + 2:
+                step = (frame[l4 + 1] + 2) * 4 if proto == 51 else (frame[l4 + 1] + 1) * 8
+                proto = frame[l4]
+                l4 += step
+            elif proto == 44:
+                l4 = None
+                break
+            else:
+                break
+    else:
+        return None
+    if l4 is not None and proto in (6, 17) and len(frame) >= l4 + (20 if proto == 6 else 8):
+        sport, dport = struct.unpack_from("!HH", frame, l4)
+        if proto == 6:
+            flags = frame[l4 + 13]
+            syn = flags & 0x12 == 0x02
+            synack = flags & 0x12 == 0x12
+    return Endpoints(proto, bytes(src), sport, bytes(dst), dport, syn, synack)
+
+
+def conversation(e: Endpoints) -> tuple:
+    a, b = (e.src, e.sport), (e.dst, e.dport)
+    return (e.proto,) + (a + b if a <= b else b + a)
+
+
+def openers(frames: list[tuple[int, bytes]]) -> dict[tuple, tuple[bytes, int]]:
+    """Per conversation, the (address, port) of the side that opened it."""
+    opened: dict[tuple, tuple[bytes, int]] = {}
+    from_syn: set[tuple] = set()
+    for _, frame in frames:
+        e = endpoints(frame)
+        if e is None:
+            continue
+        conv = conversation(e)
+        if e.syn and conv not in from_syn:
+            opened[conv] = (e.src, e.sport)   # a SYN is the best evidence
+            from_syn.add(conv)
+        elif conv not in opened:
+            opened[conv] = (e.dst, e.dport) if e.synack else (e.src, e.sport)
+    return opened
+
+
+# -- MPTCP correlation (a minimal version of controller/mptcp.py; swap it in there) ------
+def mptcp_token(key: int, version: int) -> int:
+    """Most significant 32 bits of SHA-256(key) (v1, RFC 8684) or SHA-1(key) (v0)."""
+    digest = (hashlib.sha1 if version == 0 else hashlib.sha256)(key.to_bytes(8, "big")).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+@dataclass
+class _Connection:
+    id: int
+    version: int | None
+    tokens: list[int] = field(default_factory=list)
+    flows: list[int] = field(default_factory=list)   # flow ids, initial first
+
+
+def _correlate_mptcp(events: list[ev.Event]) -> list[_Connection]:
+    """Connections from MP_CAPABLE keys; joined subflows by their MP_JOIN token."""
+    keys: dict[int, dict[int, int]] = {}      # flow id -> direction -> key
+    versions: dict[int, int] = {}
+    order: list[int] = []
+    for event in events:
+        if isinstance(event, ev.MpCapable):
+            if event.flow_id not in keys:
+                keys[event.flow_id] = {}
+                order.append(event.flow_id)
+            versions[event.flow_id] = event.version
+            keys[event.flow_id][event.direction] = event.sender_key
+            if event.receiver_key is not None:
+                keys[event.flow_id][event.direction ^ 1] = event.receiver_key
+    connections: list[_Connection] = []
+    by_token: dict[int, _Connection] = {}
+    for flow_id in order:
+        version = versions[flow_id]
+        conn = _Connection(id=len(connections), version=version, flows=[flow_id])
+        for direction in (ev.UP, ev.DOWN):
+            if direction in keys[flow_id]:
+                token = mptcp_token(keys[flow_id][direction], version)
+                conn.tokens.append(token)
+                by_token[token] = conn
+        connections.append(conn)
+    for event in events:
+        if isinstance(event, ev.MpJoin):
+            conn = by_token.get(event.token)
+            if conn is None:  # its connection's handshake is not in the capture
+                conn = _Connection(id=len(connections), version=None, tokens=[event.token])
+                connections.append(conn)
+                by_token[event.token] = conn
+            if event.flow_id not in conn.flows:
+                conn.flows.append(event.flow_id)
+    return connections
+
+
+# -- the run --------------------------------------------------------------------------------
+@dataclass
+class Analysis:
+    frames: int
+    unsupported_frames: int
+    flows: list[dict[str, Any]]
+    mptcp_connections: list[dict[str, Any]]
+    errors: dict[str, int]
+    events: list[ev.Event]
+
+    def document(self) -> dict[str, Any]:
+        return {"frames": self.frames, "unsupported_frames": self.unsupported_frames,
+                "errors": self.errors, "flows": self.flows, "mptcp_connections": self.mptcp_connections}
+
+
+def offline_datapath(flow_map_size: int = 65536):
+    """The datapath variant that takes capture time as its clock, with one WAN port."""
+    from .datapath import BuildOptions, Datapath
+
+    datapath = Datapath(BuildOptions(flow_map_size=flow_map_size, clock_from_skb=True))
+    datapath.set_port(WAN_IFINDEX, kstructs.ROLE_WAN, kstructs.PORT_COUNT | kstructs.PORT_MARK)
+    return datapath
+
+
+def analyze(path: Path, policy=None, datapath=None) -> Analysis:
+    """Analyze one capture.  Pass a `datapath` from offline_datapath() to reuse one
+    compiled program over many captures (its flows are cleared first)."""
+    from . import events as event_codec
+    from . import policy as policy_mod
+
+    frames: list[tuple[int, bytes]] = []
+    unsupported = 0
+    for ts_ns, link, frame in read_capture(path):
+        eth = to_ethernet(link, frame)
+        if eth is None or len(eth) < 14:  # BPF_PROG_TEST_RUN needs an Ethernet header
+            unsupported += 1
+            continue
+        frames.append((ts_ns, eth))
+    opened = openers(frames)
+    owned = datapath is None
+    if owned:
+        datapath = offline_datapath(max(1024, 2 * len(opened)))
+    elif 2 * len(opened) > datapath.options.flow_map_size:
+        raise CaptureError(f"{path}: {len(opened)} flows do not fit the flow map "
+                           f"({datapath.options.flow_map_size}); use a fresh datapath")
+    try:
+        datapath.clear_flows()
+        datapath.drain_events()
+        errors_before = datapath.error_counts()
+        policy = policy or policy_mod.Policy.default()
+        policy_mod.write_policy(datapath, policy)
+        egress, ingress = datapath.test_runner("egress"), datapath.test_runner("ingress")
+        raw_events: list[bytes] = []
+        for n, (ts_ns, frame) in enumerate(frames):
+            e = endpoints(frame)
+            runner = egress
+            if e is not None and opened.get(conversation(e)) != (e.src, e.sport):
+                runner = ingress
+            runner.run(frame[:MAX_TEST_FRAME], tstamp_ns=ts_ns, ifindex=WAN_IFINDEX)
+            if n % EVENT_DRAIN_EVERY == EVENT_DRAIN_EVERY - 1:
+                raw_events += datapath.drain_events()
+        raw_events += datapath.drain_events()
+        keys, values = datapath.sweep_flows()
+        errors = {k: v - errors_before.get(k, 0) for k, v in datapath.error_counts().items()}
+        snippet_size = datapath.options.snippet_size
+    finally:
+        if owned:
+            datapath.close()
+    decoded = event_codec.decode_all(raw_events, snippet_size)
+    names = {c.class_id: c.name for c in policy.classes}
+    connections = _correlate_mptcp(decoded)
+    flows, subflows = _flow_records(keys, values, names, connections)
+    mptcp = [{"id": c.id, "version": c.version, "tokens": c.tokens,
+              "subflows": [subflows[f] for f in c.flows if f in subflows]} for c in connections]
+    return Analysis(frames=len(frames) + unsupported, unsupported_frames=unsupported, flows=flows,
+                    mptcp_connections=mptcp, errors=errors, events=decoded)
+
+
+def _flow_records(keys: np.ndarray, values: np.ndarray, names: dict[int, str],
+                  connections: list[_Connection]) -> tuple[list[dict], dict[int, dict]]:
+    connection_of = {f: c.id for c in connections for f in c.flows}
+    ids = flow_ids(keys)
+    order = np.argsort(values["first_seen_ns"], kind="stable")
+    flows, subflows = [], {}
+    for row in order.tolist():
+        key, value, fid = keys[row], values[row], int(ids[row])
+        family = int(key["family"])
+        packets = value["dir"]["packets"]
+        octets = value["dir"]["bytes"]
+        tcp = value["tcp"]
+        subtypes = int(value["mptcp_subtypes"])
+        record = {
+            "id": f"{fid:016x}",
+            "proto": kstructs.proto_name(key["proto"]),
+            "src": kstructs.address(family, key["lan_addr"]), "sport": int(key["lan_port"]),
+            "dst": kstructs.address(family, key["remote_addr"]), "dport": int(key["remote_port"]),
+            "packets": int(packets.sum()), "bytes": int(octets.sum()),
+            "packets_up": int(packets[0]), "packets_down": int(packets[1]),
+            "bytes_up": int(octets[0]), "bytes_down": int(octets[1]),
+            "class": names.get(int(value["class_id"]), "unclassified"),
+            "reason": kstructs.REASONS[int(value["class_reason"])]
+            if int(value["class_reason"]) < len(kstructs.REASONS) else "unknown",
+            "mptcp_connection": connection_of.get(fid),
+            "mptcp_subtypes": [n for i, n in enumerate(kstructs.MPTCP_SUBTYPES) if subtypes >> i & 1],
+            "retransmits": [int(tcp[0]["retransmits"]), int(tcp[1]["retransmits"])],
+            "rtt_us": [round(int(tcp[d]["rtt_srtt_ns"]) / 1000, 1) if int(tcp[d]["rtt_samples"]) else None
+                       for d in (0, 1)],
+            "first_seen": int(value["first_seen_ns"]) / 1e9, "last_seen": int(value["last_seen_ns"]) / 1e9,
+        }
+        flows.append(record)
+        subflows[fid] = {k: record[k] for k in ("src", "sport", "dst", "dport", "packets", "bytes")}
+    return flows, subflows
+
+
+def _endpoint(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def render(analysis: Analysis) -> str:
+    lines = [f"{analysis.frames} frames ({analysis.unsupported_frames} of unsupported link types), "
+             f"{len(analysis.flows)} flows, {len(analysis.mptcp_connections)} MPTCP connections"]
+    errors = {k: v for k, v in analysis.errors.items() if v}
+    if errors:
+        lines.append("datapath errors: " + ", ".join(f"{k} {v}" for k, v in errors.items()))
+    lines += ["", f"{'proto':<7}{'opened by':<44}{'remote':<44}{'packets':>8}{'bytes':>10}  class (reason)  mptcp"]
+    for f in analysis.flows:
+        conn = "" if f["mptcp_connection"] is None else f"#{f['mptcp_connection']}"
+        lines.append(f"{f['proto']:<7}{_endpoint(f['src'], f['sport']):<44}{_endpoint(f['dst'], f['dport']):<44}"
+                     f"{f['packets']:>8}{f['bytes']:>10}  {f['class']} ({f['reason']})  {conn}")
+    for c in analysis.mptcp_connections:
+        tokens = ", ".join(f"{t:08x}" for t in c["tokens"])
+        lines += ["", f"MPTCP connection #{c['id']} (v{c['version']}, tokens {tokens})"]
+        for s in c["subflows"]:
+            lines.append(f"  {_endpoint(s['src'], s['sport'])} -> {_endpoint(s['dst'], s['dport'])}  "
+                         f"{s['packets']} packets, {s['bytes']} bytes")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="anabranch analyze", description=__doc__.split("\n\n")[0])
+    parser.add_argument("file", type=Path, help="pcap or pcapng capture")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("anabranch analyze: must run as root (it loads the datapath with BPF)", file=sys.stderr)
+        return 1
+    try:
+        analysis = analyze(args.file)
+    except (CaptureError, OSError) as exc:
+        print(f"anabranch analyze: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(analysis.document(), indent=2) if args.json else render(analysis))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,11 +21,13 @@ from typing import Any
 
 import zmq
 
-from anabranch.client import Subscriber
+from anabranch.client import Subscriber, messages
 
 log = logging.getLogger(__name__)
 
-TOPICS = ("state", "flows")
+# Every topic of the schema: pages use the ones this daemon publishes and fall
+# back to commands for the rest.
+TOPICS = messages.TOPICS
 # The daemon counts as unreachable after this many ticks without any message.
 STALE_TICKS = 3
 # Flows sent to browsers per update (the busiest); the page shows a table, not
@@ -61,7 +63,7 @@ def _busiest(flows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
 
 
 class Relay:
-    """Latest `state` and `flows` from the daemon, plus whether the daemon is reachable."""
+    """Latest message of each topic from the daemon, plus whether the daemon is reachable."""
 
     def __init__(self, endpoint: str, tick_s: float = 1.0, stale_ticks: int = STALE_TICKS,
                  live_flows: int = LIVE_FLOWS, max_listeners: int = 64,

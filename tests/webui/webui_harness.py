@@ -384,10 +384,11 @@ def csrf_from(response) -> str:
     return _CSRF_FIELD.search(response.get_data(as_text=True)).group(1)
 
 
-def log_in(client, password: str = PASSWORD, next_url: str = "/"):
+def log_in(client, password: str = PASSWORD, next_url: str = "/", user: str = "admin"):
     """Post the login form with the Flask test client; returns the response."""
     token = csrf_from(client.get("/login"))
-    return client.post("/login", data={"csrf_token": token, "password": password, "next": next_url})
+    return client.post("/login", data={"csrf_token": token, "password": password, "next": next_url,
+                                       "username": user})
 
 
 # ---- the browser ------------------------------------------------------------
@@ -397,9 +398,10 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
-def browser_login(page, base_url: str, password: str = PASSWORD) -> None:
+def browser_login(page, base_url: str, password: str = PASSWORD, user: str = "admin") -> None:
     """Log `page` in through the form and wait for the dashboard."""
     page.goto(base_url + "/")
-    page.get_by_label("Administrator password").fill(password)
+    page.get_by_label("User").select_option(user)
+    page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(base_url + "/")

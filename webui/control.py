@@ -32,13 +32,25 @@ class Control:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self._local = threading.local()
+        self._clients: list[Client] = []
+        self._lock = threading.Lock()
 
     def _client(self) -> Client:
         client = getattr(self._local, "client", None)
         if client is None:
             client = Client(self.endpoint, timeout_s=self.timeout_s, retries=0)
             self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        client.timeout_s = self.timeout_s
         return client
+
+    def close(self) -> None:
+        """Close every thread's socket (when the app is taken down)."""
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
 
     def call(self, cmd: str, **args: Any) -> dict[str, Any]:
         """The reply's fields; NotAvailable when the daemon lacks `cmd` or is silent;

@@ -257,10 +257,12 @@ window.AB = (function () {
 
   // series: [{name, color, points: [[t, v], ...]}]; format(v) labels the y axis.
   function lineChart(target, series, format, options) {
-    const opts = Object.assign({ width: 760, height: 240 }, options || {});
-    const W = opts.width, H = opts.height, L = 74, R = 12, T = 12, B = 26;
+    // Drawn in the element's own pixels, so text is never stretched.
+    const opts = Object.assign({}, options || {});
+    const W = Math.max(240, Math.round(target.clientWidth || 760));
+    const H = Math.max(120, Math.round(target.clientHeight || 240));
+    const L = 74, R = 12, T = 12, B = 26;
     target.setAttribute("viewBox", "0 0 " + W + " " + H);
-    target.setAttribute("preserveAspectRatio", "none");
     while (target.firstChild) target.removeChild(target.firstChild);
     const all = series.flatMap((s) => s.points);
     if (!all.length) {

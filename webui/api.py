@@ -45,7 +45,7 @@ class InvalidInput(Exception):
 @bp.errorhandler(NotAvailable)
 def _not_available(exc: NotAvailable):
     return jsonify(error={"code": "not_available", "command": exc.cmd,
-                          "message": f"not available from this daemon yet: {exc.reason}"}), 503
+                          "message": f"Not available from this daemon yet: {exc.reason}."}), 503
 
 
 @bp.errorhandler(CommandFailed)

@@ -59,7 +59,7 @@ class Control:
             return self._client().call(cmd, **args)
         except CommandFailed as exc:
             if exc.code == messages.E_UNKNOWN_COMMAND:
-                raise NotAvailable(cmd, f"this daemon does not offer `{cmd}` yet") from None
+                raise NotAvailable(cmd, f"it does not offer the `{cmd}` command") from None
             if exc.code == messages.E_UNAVAILABLE:
                 raise NotAvailable(cmd, exc.message or f"`{cmd}` is not available right now") from None
             raise

@@ -186,10 +186,10 @@ class StreamPublisher:
 
 def sample_links() -> list[dict[str, Any]]:
     return [
-        {"name": "wan0", "capacity_mbit": 100.0, "predicted_mbit": 92.5, "confidence": 0.86,
+        {"name": "wan0", "capacity_mbit": 200.0, "predicted_mbit": 182.5, "confidence": 0.86,
          "rtt_p50_ms": 18.2, "rtt_p95_ms": 31.0, "jitter_ms": 2.4, "loss": 0.002, "quality": 0.91,
          "up_bps": 6_500_000, "down_bps": 48_000_000},
-        {"name": "wan1", "capacity_mbit": 40.0, "predicted_mbit": 33.0, "confidence": 0.72,
+        {"name": "wan1", "capacity_mbit": 100.0, "predicted_mbit": 83.0, "confidence": 0.72,
          "rtt_p50_ms": 42.0, "rtt_p95_ms": 88.5, "jitter_ms": 7.9, "loss": 0.013, "quality": 0.64,
          "up_bps": 2_100_000, "down_bps": 19_000_000},
     ]

@@ -148,7 +148,7 @@ window.AB = (function () {
     }
     const error = (reply.body && reply.body.error) || {};
     notice.textContent = reply.status === 503
-      ? "Not available from this daemon yet. " + (error.message ? "(" + error.message + ")" : "")
+      ? error.message || "Not available from this daemon yet."
       : "Could not load: " + (error.message || "HTTP " + reply.status);
     panel.classList.add("is-unavailable");
   }

@@ -279,6 +279,29 @@ def set_class(name: str):
     return jsonify(control().call("class.set", name=name, **settings))
 
 
+def validate_rule(body: dict[str, Any]) -> dict[str, Any]:
+    rule: dict[str, Any] = {}
+    for name, limit in (("match", 200), ("class", 32)):
+        value = str(body.get(name, "")).strip()
+        if not value or len(value) > limit:
+            raise InvalidInput(name, f"must be a non-empty text of at most {limit} characters")
+        rule[name] = value
+    if "position" in body and body["position"] not in (None, ""):
+        rule["position"] = int(_number(body, "position", int, 0, 10_000))
+    return rule
+
+
+@bp.post("/rules")
+def add_rule():
+    """A classification rule (`match` as the daemon's rule syntax, e.g. `tcp port 22`)."""
+    return jsonify(control().call("rules.add", **validate_rule(_json_body())))
+
+
+@bp.delete("/rules/<int:index>")
+def delete_rule(index: int):
+    return jsonify(control().call("rules.delete", index=index))
+
+
 @bp.post("/alerts/<alert_id>/ack")
 def ack_alert(alert_id: str):
     return jsonify(control().call("alerts.ack", id=alert_id))

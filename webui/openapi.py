@@ -28,6 +28,12 @@ _ROUTES: list[tuple[str, str, str, str | None, list[str], dict[str, Any] | None]
          "priority": {"type": "integer", "minimum": 0, "maximum": 7},
          "min_mbit": {"type": "number", "minimum": 0}, "max_mbit": {"type": "number", "minimum": 0},
          "dscp": {"type": "integer", "minimum": 0, "maximum": 63}}}),
+    ("post", "/rules", "Add a classification rule (admin); the daemon checks the match syntax", "rules.add",
+     [], {"type": "object", "required": ["match", "class"], "properties": {
+         "match": {"type": "string", "maxLength": 200}, "class": {"type": "string", "maxLength": 32},
+         "position": {"type": "integer", "minimum": 0}}}),
+    ("delete", "/rules/{index}", "Delete the classification rule at an index (admin)", "rules.delete",
+     ["index"], None),
     ("get", "/alerts", "Active alerts and their history", "alerts.list", [], None),
     ("post", "/alerts/{id}/ack", "Acknowledge an alert (admin)", "alerts.ack", ["id"], None),
     ("get", "/alert-rules", "Alert rules", "alert_rules.list", [], None),
@@ -47,7 +53,7 @@ _PARAM_DOC = {
     "start": "unix seconds (default: end - 1 h)", "end": "unix seconds (default: now)",
     "step": "seconds per point", "format": "csv or json", "limit": "most rows", "sort": "rate, bytes, "
     "first_seen or last_seen", "iface": "interface name", "proto": "tcp, udp, icmp...", "host": "an address",
-    "id": "identifier", "name": "name",
+    "id": "identifier", "name": "name", "index": "0-based position in the rule list",
 }
 
 

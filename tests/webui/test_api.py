@@ -133,8 +133,8 @@ def test_openapi_describes_every_api_route(logged_in, app):
     for rule in app.url_map.iter_rules():
         if not rule.rule.startswith("/api/v1/") or rule.rule.endswith("openapi.json"):
             continue
-        path = rule.rule[len("/api/v1"):].replace("<", "{").replace(">", "}").replace("{conn_id}", "{id}") \
-            .replace("{alert_id}", "{id}")
+        path = rule.rule[len("/api/v1"):].replace("<int:", "<").replace("<", "{").replace(">", "}") \
+            .replace("{conn_id}", "{id}").replace("{alert_id}", "{id}")
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert (path, method.lower()) in described, (path, method)
 
@@ -155,3 +155,16 @@ def test_load_balancing_prefers_headroom_times_quality():
 def test_every_page_renders_with_navigation(logged_in, path):
     page = logged_in.get(path).get_data(as_text=True)
     assert 'aria-current="page"' in page and "pages.js" in page
+
+
+def test_rules_are_added_and_deleted_through_the_daemon(logged_in, fake_daemon):
+    headers = {"X-CSRF-Token": _meta_token(logged_in)}
+    added = logged_in.post("/api/v1/rules", json={"match": "tcp port 873", "class": "file"}, headers=headers)
+    assert added.status_code == 200
+    refused = logged_in.post("/api/v1/rules", json={"match": "rsync please", "class": "file"}, headers=headers)
+    assert refused.status_code == 400 and "args.match" in refused.get_json()["error"]["message"]
+    assert logged_in.post("/api/v1/rules", json={"match": "", "class": "file"},
+                          headers=headers).get_json()["error"]["field"] == "match"
+    assert logged_in.delete("/api/v1/rules/3", headers=headers).status_code == 200
+    assert logged_in.delete("/api/v1/rules/99", headers=headers).status_code == 404
+    assert [r["match"] for r in logged_in.get("/api/v1/classes").get_json()["rules"]][-1] == "host *.backup.example"

@@ -124,6 +124,22 @@ def test_admin_changes_a_class_maximum_through_the_editor(full_webui, fake_daemo
     assert len(sets) == 2  # the min > max attempt never reached the daemon
 
 
+def test_admin_adds_a_classification_rule_and_sees_the_daemons_refusal_inline(full_webui, fake_daemon, page):
+    browser_login(page, full_webui.base_url, PASSWORD)
+    page.goto(full_webui.base_url + "/classes")
+    form = page.get_by_role("form", name="Add a rule")
+    form.get_by_label("Match").fill("rsync please")
+    form.get_by_role("button", name="Add rule").click()
+    form.get_by_role("alert").filter(has_text="args.match").wait_for()
+    form.get_by_label("Match").fill("tcp port 873")
+    form.get_by_label("Class").select_option("file")
+    form.get_by_role("button", name="Add rule").click()
+    page.locator("#rules tbody tr", has_text="tcp port 873").wait_for()
+    assert form.get_by_role("alert").is_hidden()
+    assert fake_daemon.commands("rules.add")[-1]["args"] == {"match": "tcp port 873", "class": "file"}
+    _shoot(page, "classes-rules")
+
+
 def test_an_alert_is_raised_acknowledged_and_resolved_live(full_webui, fake_daemon, page):
     browser_login(page, full_webui.base_url, PASSWORD)
     page.goto(full_webui.base_url + "/alerts")

@@ -322,6 +322,17 @@ class FakeDaemon:
             target.update({k: v for k, v in args.items() if k != "name"})
             target["ceil_mbit"] = target["max_mbit"]
             return {"class": target}
+        if cmd == "rules.add":
+            if " port " not in f" {args['match']} " and not args["match"].startswith("host "):
+                raise _Refused(messages.E_INVALID, f"args.match: cannot parse {args['match']!r}; "
+                                                   "write e.g. `tcp port 22` or `host *.example`")
+            rule = {"match": args["match"], "class": args["class"]}
+            self.rules.insert(args.get("position", len(self.rules)), rule)
+            return {"rule": rule}
+        if cmd == "rules.delete":
+            if not 0 <= args.get("index", -1) < len(self.rules):
+                raise _Refused(messages.E_NOT_FOUND, f"args.index: no rule {args.get('index')}")
+            return {"rule": self.rules.pop(args["index"])}
         if cmd == "alerts.list":
             return {"active": self.active, "history": self.history}
         if cmd == "alerts.ack":

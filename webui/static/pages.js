@@ -299,11 +299,36 @@
         cell(row, String(i + 1), "num");
         cell(row, typeof r === "string" ? r : r.match || JSON.stringify(r), "mono");
         cell(row, "").appendChild(badge(r.class));
+        const actions = cell(row, "");
+        if (AB.isAdmin()) {
+          const del = el("button", { type: "button", class: "button button-small",
+            "aria-label": "Delete rule " + (i + 1) }, "Delete");
+          del.addEventListener("click", async () => {
+            const r2 = await AB.api("/api/v1/rules/" + i, { method: "DELETE" });
+            if (!r2.ok) actions.textContent = errorText(r2);
+            else load();
+          });
+          actions.appendChild(del);
+        }
         return row;
       });
-      AB.replaceBody($("rules"), ruleRows, 3, "No rules reported.");
+      AB.replaceBody($("rules"), ruleRows, 4, "No rules reported.");
     }
-    const refresh = ticking(() => AB.load("/api/v1/classes", "classes-panel", render));
+    const load = () => AB.load("/api/v1/classes", "classes-panel", render);
+    const refresh = ticking(load);
+    const ruleForm = $("rule-add");
+    ruleForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const data = Object.fromEntries(new FormData(ruleForm));
+      if (!data.position) delete data.position;
+      const reply = await AB.api("/api/v1/rules", { method: "POST", json: data });
+      fieldError(ruleForm, reply.ok ? "" : errorText(reply));
+      const field = !reply.ok && reply.body && reply.body.error && reply.body.error.field;
+      for (const input of ruleForm.querySelectorAll("input")) {
+        if (input.name === field) input.setAttribute("aria-invalid", "true"); else input.removeAttribute("aria-invalid");
+      }
+      if (reply.ok) { ruleForm.reset(); load(); }
+    });
     AB.connect({ state: refresh });
     refresh();
   }

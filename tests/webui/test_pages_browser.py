@@ -226,3 +226,50 @@ def test_keyboard_order_on_the_login_page_and_the_navigation(full_webui, page):
     page.get_by_role("button", name="Rate").focus()
     page.keyboard.press("Enter")
     assert page.locator("#all-flows th", has_text="Rate").get_attribute("aria-sort") == "descending"
+
+
+# Walks the visible text of the page; for each text-bearing element, finds the first
+# opaque background up the tree and computes the WCAG contrast ratio.
+_CONTRAST_JS = """() => {
+  const parse = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const background = (el) => {
+    for (let n = el; n; n = n.parentElement) {
+      const c = parse(getComputedStyle(n).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0.9)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const failures = [];
+  for (const el of document.querySelectorAll('body *')) {
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !el.getClientRects().length) continue;
+    const style = getComputedStyle(el);
+    if (style.visibility === 'hidden' || Number(style.opacity) < 1) continue;
+    if (el.closest('[hidden], .skip-link, body.stale .grid tbody, input, select')) continue;
+    const fg = lum(parse(style.color)), bg = lum(background(el));
+    const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+    const large = parseFloat(style.fontSize) >= 24 || (parseFloat(style.fontSize) >= 18.6 && Number(style.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) failures.push(el.tagName + ' "' + el.textContent.trim().slice(0, 30) + '" ' + ratio.toFixed(2));
+  }
+  return failures;
+}"""
+
+_UNLABELLED_JS = """() => [...document.querySelectorAll('input:not([type=hidden]):not([hidden]), select, button, a[href]')]
+  .filter((el) => el.getClientRects().length)
+  .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label') && !el.textContent.trim())
+  .map((el) => el.outerHTML.slice(0, 80))"""
+
+
+def test_text_contrast_and_labels_on_every_page(full_webui, page):
+    browser_login(page, full_webui.base_url, PASSWORD)
+    for name, (path, ready) in PAGES.items():
+        page.goto(full_webui.base_url + path)
+        page.locator(ready).first.wait_for()
+        if name == "classes":
+            page.get_by_role("button", name="Edit video").click()
+        assert page.evaluate(_CONTRAST_JS) == [], name
+        assert page.evaluate(_UNLABELLED_JS) == [], name

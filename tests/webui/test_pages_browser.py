@@ -273,3 +273,15 @@ def test_text_contrast_and_labels_on_every_page(full_webui, page):
             page.get_by_role("button", name="Edit video").click()
         assert page.evaluate(_CONTRAST_JS) == [], name
         assert page.evaluate(_UNLABELLED_JS) == [], name
+
+
+def test_every_page_says_when_the_daemon_is_unreachable(full_webui, publisher, page):
+    browser_login(page, full_webui.base_url, PASSWORD)
+    page.goto(full_webui.base_url + "/links")
+    page.locator("#links tbody meter").first.wait_for()
+    page.locator("#link-status", has_text="Live").wait_for()
+    publisher.pause()
+    page.get_by_role("alert").filter(has_text="Daemon unreachable").wait_for()
+    _shoot(page, "links-unreachable")
+    publisher.resume()
+    page.locator("#daemon-banner").wait_for(state="hidden")

@@ -13,7 +13,8 @@ from werkzeug.exceptions import HTTPException
 
 from anabranch.daemon import config
 
-from . import auth, csrf, dashboard, live
+from . import api, auth, csrf, dashboard, live, metrics, pages
+from .control import Control
 from .credentials import load_secret_key
 from .relay import LIVE_FLOWS, Relay
 from .throttle import LoginThrottle
@@ -57,6 +58,8 @@ def _defaults() -> dict[str, Any]:
         "MAX_CONTENT_LENGTH": 64 * 1024,
         # Pings find browsers that vanished; browsers send nothing big.
         "SOCK_SERVER_OPTIONS": {"ping_interval": 25, "max_message_size": 4096},
+        # Who may scrape /metrics without credentials: loopback (default), none, always.
+        "METRICS_AUTH": os.environ.get("ANABRANCH_WEBUI_METRICS_AUTH", "loopback"),
     }
 
 
@@ -74,7 +77,7 @@ def _security_headers(response):
 
 
 def _error(exc: HTTPException):
-    if request.path.startswith("/api/") or request.path == "/ws":
+    if request.path.startswith("/api/") or request.path in ("/ws", "/metrics"):
         code = (exc.name or "error").lower().replace(" ", "_")
         return jsonify(error={"code": code, "message": exc.description}), exc.code
     return render_template("error.html", error=exc), exc.code
@@ -87,6 +90,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
 
+    if app.config["METRICS_AUTH"] not in metrics.POLICIES:
+        raise ValueError(f"METRICS_AUTH (ANABRANCH_WEBUI_METRICS_AUTH): one of {', '.join(metrics.POLICIES)}, "
+                         f"got {app.config['METRICS_AUTH']!r}")
     settings = app.config["ANABRANCH_CONFIG"]
     if not isinstance(settings, config.Config):
         settings = config.load(settings)
@@ -99,8 +105,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     auth.init_app(app, settings.webui.password_file,
                   LoginThrottle(app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_WINDOW_S"]))
     app.register_blueprint(dashboard.bp)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(metrics.bp)
+    app.extensions["anabranch.control"] = Control(settings.api.control)
 
-    relay = Relay(settings.api.events, tick_s=settings.daemon.tick_s,
+    relay = Relay(settings.api.events, control=settings.api.control, tick_s=settings.daemon.tick_s,
                   live_flows=app.config["LIVE_FLOWS"],
                   max_listeners=max(1, settings.webui.threads - THREADS_KEPT_FOR_PAGES))
     live.init_app(app, relay)

@@ -1,8 +1,11 @@
-"""Login and logout for the one admin account, and the gate that makes every page need it.
+"""Login and logout for the two accounts (admin and a read-only viewer), API tokens,
+and the gate that makes every page need one of them.
 
-The gate is secure by default: every endpoint needs a session except those in
-PUBLIC_ENDPOINTS.  A session is bound to the password it was opened with, so
-setting a new password signs every browser out.
+The gate is secure by default: every endpoint needs a session or a bearer token
+except those in PUBLIC_ENDPOINTS.  A session is bound to the password it was
+opened with, so setting a new password signs every browser out.  A viewer (by
+session or token) may read everything and change nothing: any state-changing
+request is refused with 403.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from flask import (Blueprint, Flask, current_app, flash, g, jsonify, redirect, r
                    request, session, url_for)
 
 from . import csrf
-from .credentials import CredentialError, PasswordHash, read_password_hash
+from .credentials import (ROLES, CredentialError, PasswordHash, read_password_hash, role_password_file,
+                          token_file, token_role)
 from .throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
@@ -28,7 +32,10 @@ log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
 
 PUBLIC_ENDPOINTS = frozenset({"auth.login", "static"})
-USER = "admin"
+# Endpoints that may skip the gate for some clients decide it themselves (see metrics.py).
+SELF_GATED_ENDPOINTS = frozenset({"metrics.metrics"})
+# Requests a viewer may make although they are not GET: signing out.
+VIEWER_MAY_POST = frozenset({"auth.logout"})
 # Longer input is refused unhashed: nobody types this, and scrypt should not see it.
 MAX_PASSWORD_CHARS = 1024
 
@@ -47,15 +54,16 @@ def _state() -> AuthState:
     return current_app.extensions["anabranch.auth"]
 
 
-def _stored_hash(fresh: bool = False) -> PasswordHash | None:
-    """The password hash, read once per request (or again, when `fresh`)."""
-    if fresh or "stored_hash" not in g:
+def _stored_hash(fresh: bool = False, role: str = "admin") -> PasswordHash | None:
+    """A role's password hash, read once per request (or again, when `fresh`)."""
+    cache = g.setdefault("stored_hashes", {})
+    if fresh or role not in cache:
         try:
-            g.stored_hash = read_password_hash(_state().password_file)
+            cache[role] = read_password_hash(role_password_file(_state().password_file, role))
         except CredentialError as exc:
             log.error("%s", exc)
-            g.stored_hash = None
-    return g.stored_hash
+            cache[role] = None
+    return cache[role]
 
 
 def _fingerprint(stored: PasswordHash) -> str:
@@ -65,18 +73,46 @@ def _fingerprint(stored: PasswordHash) -> str:
     return hmac.new(key, stored.encode().encode(), hashlib.sha256).hexdigest()[:32]
 
 
+def role() -> str | None:
+    """The role of this request: from its bearer token or its session; None if neither."""
+    return g.get("role")
+
+
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+def bearer_presented() -> bool:
+    return _bearer() is not None
+
+
 def logged_in(fresh: bool = False) -> bool:
-    """Whether this request's session is the admin's, opened with the current password
-    and not older than the session lifetime.  `fresh` re-reads the password file, for
-    long-lived requests (websockets) that check again."""
-    if session.get("user") != USER:
+    """Whether this request's session is the admin's or the viewer's, opened with that
+    role's current password and not older than the session lifetime.  `fresh`
+    re-reads the password file, for long-lived requests (websockets) that check again."""
+    user = session.get("user")
+    if user not in ROLES:
         return False
     since = session.get("since")
     lifetime = current_app.permanent_session_lifetime.total_seconds()
     if not isinstance(since, (int, float)) or not 0 <= time.time() - since < lifetime:
         return False
-    stored = _stored_hash(fresh)
+    stored = _stored_hash(fresh, user)
     return stored is not None and hmac.compare_digest(str(session.get("auth", "")), _fingerprint(stored))
+
+
+def _authenticate() -> str | None:
+    """The role this request carries; a bearer token, when present, is the only credential."""
+    token = _bearer()
+    if token is not None:
+        try:
+            return token_role(token_file(_state().password_file), token)
+        except CredentialError as exc:
+            log.error("%s", exc)
+            return None
+    return session.get("user") if logged_in() else None
 
 
 def _wants_json() -> bool:
@@ -85,12 +121,30 @@ def _wants_json() -> bool:
 
 
 def _gate():
-    if request.endpoint in PUBLIC_ENDPOINTS or logged_in():
+    if request.endpoint in PUBLIC_ENDPOINTS:
         return None
-    if _wants_json():
+    g.role = _authenticate()
+    if request.endpoint in SELF_GATED_ENDPOINTS:
+        return None
+    if g.role is not None:
+        if (g.role != "admin" and request.method not in csrf.SAFE_METHODS
+                and request.endpoint not in VIEWER_MAY_POST):
+            if _wants_json():
+                return jsonify(error={"code": "forbidden",
+                                      "message": "the viewer role is read-only; sign in as admin"}), 403
+            return current_app.make_response((render_template(
+                "error.html", error=_Forbidden()), 403))
+        return None
+    if _wants_json() or bearer_presented():
         return jsonify(error={"code": "unauthorized", "message": "log in first"}), 401
     target = request.full_path.rstrip("?") if request.method == "GET" else "/"
     return redirect(url_for("auth.login", next=target))
+
+
+class _Forbidden:
+    code = 403
+    name = "Forbidden"
+    description = "The viewer account is read-only. Sign in as admin to change settings."
 
 
 def safe_next(target: str | None) -> str:
@@ -127,10 +181,16 @@ def login():
         log.warning("login refused for %s: too many failed attempts", client)
         return _login_page(f"Too many failed attempts. Try again in {seconds} seconds.", 429, seconds)
 
-    stored = _stored_hash()
+    user = request.form.get("username", "admin").strip() or "admin"
+    if user not in ROLES:
+        state.throttle.failed(client)
+        return _login_page("Unknown user: sign in as admin or viewer.", 401)
+    stored = _stored_hash(role=user)
     if stored is None:
-        return _login_page("No admin password is set. On the gateway, run "
-                           "`anabranch-webui set-password` and try again.", 503)
+        state.throttle.failed(client)
+        return _login_page(f"No {user} password is set. On the gateway, run "
+                           f"`anabranch-webui set-password --role {user}` and try again.",
+                           503 if user == "admin" else 401)
 
     password = request.form.get("password", "")
     ok = False
@@ -139,18 +199,18 @@ def login():
             ok = stored.verify(password)
     if not ok:
         state.throttle.failed(client)
-        log.warning("failed login from %s", client)
+        log.warning("failed login as %s from %s", user, client)
         return _login_page("Wrong password. Please try again.", 401)
 
     state.throttle.succeeded(client)
     # A fresh session (and CSRF token) at login: nothing set before it survives.
     session.clear()
     session.permanent = True
-    session["user"] = USER
+    session["user"] = user
     session["auth"] = _fingerprint(stored)
     session["since"] = int(time.time())
     csrf.renew()
-    log.info("admin logged in from %s", client)
+    log.info("%s logged in from %s", user, client)
     return redirect(safe_next(request.form.get("next")))
 
 
@@ -164,4 +224,5 @@ def logout():
 def init_app(app: Flask, password_file: str, throttle: LoginThrottle) -> None:
     app.extensions["anabranch.auth"] = AuthState(password_file, throttle)
     app.before_request(_gate)
+    app.jinja_env.globals["current_role"] = role
     app.register_blueprint(bp)

@@ -173,3 +173,98 @@ def load_secret_key(path: str | Path) -> bytes:
     with os.fdopen(fd, "wb") as f:
         f.write(key)
     return key
+
+
+# ---- roles and API tokens -----------------------------------------------------
+
+ROLES = ("admin", "viewer")
+TOKEN_PREFIX = "abt_"
+TOKEN_BYTES = 32
+
+
+def role_password_file(password_file: str | Path, role: str) -> Path:
+    """Where a role's hash lives: the admin's is `webui.password_file` itself, the
+    viewer's sits beside it (`webui.passwd` -> `webui-viewer.passwd`)."""
+    path = Path(password_file)
+    if role == "admin":
+        return path
+    if role not in ROLES:
+        raise CredentialError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    return path.with_name(f"{path.stem}-{role}{path.suffix}")
+
+
+def token_file(password_file: str | Path) -> Path:
+    """API tokens sit beside the password file (`webui.passwd` -> `webui-tokens`)."""
+    path = Path(password_file)
+    return path.with_name(f"{path.stem}-tokens")
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """One line of the token file: `<sha256 hex> <role> <created unix s> <name>`.
+
+    Tokens are 256 random bits, so a plain SHA-256 is enough to store them: there
+    is nothing to brute-force that a slow KDF would protect.
+    """
+
+    digest: str
+    role: str
+    created: int
+    name: str
+
+    def encode(self) -> str:
+        return f"{self.digest} {self.role} {self.created} {self.name}"
+
+
+def _token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def read_tokens(path: str | Path) -> list[ApiToken]:
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise CredentialError(f"{path}: cannot read: {exc.strerror}") from None
+    tokens = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split(" ", 3)
+        if (len(parts) < 3 or not re.fullmatch(r"[0-9a-f]{64}", parts[0]) or parts[1] not in ROLES
+                or not parts[2].isdigit()):
+            raise CredentialError(f"{path}:{number}: not a token line written by "
+                                  "`anabranch-webui create-token`; delete the line")
+        tokens.append(ApiToken(parts[0], parts[1], int(parts[2]), parts[3] if len(parts) > 3 else ""))
+    return tokens
+
+
+def create_token(path: str | Path, role: str, name: str, now: int) -> str:
+    """Append a new token for `role` and return it (shown once, stored only hashed)."""
+    if role not in ROLES:
+        raise CredentialError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    name = " ".join(name.split())[:64]
+    token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+    path = Path(path)
+    existing = [t.encode() for t in read_tokens(path)]
+    content = "\n".join([*existing, ApiToken(_token_digest(token), role, now, name).encode()]) + "\n"
+    try:
+        _write_private(path, content.encode(), keep_owner=True)
+    except OSError as exc:
+        raise CredentialError(f"{path}: cannot write: {exc.strerror}") from None
+    return token
+
+
+def token_role(path: str | Path, token: str) -> str | None:
+    """The role a presented token grants, or None when it is not a known token."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    digest = _token_digest(token)
+    role = None
+    for stored in read_tokens(path):
+        # Compare every line: the time taken says nothing about which one matched.
+        if hmac.compare_digest(stored.digest, digest):
+            role = stored.role
+    return role

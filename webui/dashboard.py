@@ -9,4 +9,4 @@ bp = Blueprint("dashboard", __name__)
 
 @bp.route("/")
 def index():
-    return render_template("dashboard.html")
+    return render_template("dashboard.html", page="overview")

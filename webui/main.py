@@ -1,7 +1,11 @@
-"""anabranch-webui: serve the web UI, or set its admin password.
+"""anabranch-webui: serve the web UI, set its passwords, or create API tokens.
 
     anabranch-webui [--config FILE] [--listen HOST:PORT]
-    anabranch-webui set-password [--config FILE] [--stdin]
+    anabranch-webui set-password [--role admin|viewer] [--config FILE] [--stdin]
+    anabranch-webui create-token --role admin|viewer [--name TEXT] [--config FILE]
+
+The admin's hash is in `webui.password_file`; the viewer's (read-only) beside it
+in `<stem>-viewer<suffix>`, API tokens (SHA-256 of each) in `<stem>-tokens`.
 
 Runs unprivileged; it needs access to the daemon's ipc:// sockets (the
 `anabranch` group), its password file and its secret key file.  Exit status 2
@@ -14,12 +18,14 @@ import argparse
 import getpass
 import logging
 import sys
+import time
 from dataclasses import replace
 
 from anabranch.daemon import config
 
-from .credentials import (CredentialError, check_new_password, hash_password, load_secret_key,
-                          read_password_hash, write_password_hash)
+from .credentials import (ROLES, CredentialError, check_new_password, create_token, hash_password,
+                          load_secret_key, read_password_hash, role_password_file, token_file,
+                          write_password_hash)
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -42,30 +48,37 @@ def _parser() -> argparse.ArgumentParser:
                         help="address to serve on, overriding webui.listen")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     setpw = commands.add_parser(
-        "set-password", help="set the admin password (stored as a scrypt hash in webui.password_file)")
+        "set-password", help="set the admin (or viewer) password, stored as a scrypt hash")
+    setpw.add_argument("--role", choices=ROLES, default="admin",
+                       help="whose password: admin (may change settings) or viewer (read-only)")
     # SUPPRESS: `--config` given before the command must not be reset by this one.
     setpw.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                        help="configuration file")
     setpw.add_argument("--stdin", action="store_true",
                        help="read the password from the first line of standard input, no prompt")
+    token = commands.add_parser(
+        "create-token", help="create an API token for scripts (Authorization: Bearer TOKEN); printed once")
+    token.add_argument("--role", choices=ROLES, required=True, help="what the token may do")
+    token.add_argument("--name", default="", help="a note to recognise the token by in the token file")
+    token.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="configuration file")
     return parser
 
 
-def _read_new_password(from_stdin: bool) -> str:
+def _read_new_password(from_stdin: bool, role: str = "admin") -> str:
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
     if not sys.stdin.isatty():
         raise CredentialError("standard input is not a terminal; pass --stdin to read the password from it")
-    first = getpass.getpass("New admin password: ")
+    first = getpass.getpass(f"New {role} password: ")
     if getpass.getpass("Repeat the password: ") != first:
         raise CredentialError("the two passwords differ; nothing was changed")
     return first
 
 
-def set_password(settings: config.Config, from_stdin: bool) -> int:
-    path = settings.webui.password_file
+def set_password(settings: config.Config, from_stdin: bool, role: str = "admin") -> int:
+    path = role_password_file(settings.webui.password_file, role)
     try:
-        password = _read_new_password(from_stdin)
+        password = _read_new_password(from_stdin, role)
         check_new_password(password)
     except CredentialError as exc:
         return _fail(str(exc))
@@ -75,7 +88,19 @@ def set_password(settings: config.Config, from_stdin: bool) -> int:
         write_password_hash(path, hash_password(password))
     except CredentialError as exc:
         return _fail(f"webui.password_file: {exc}", EXIT_FAILED)
-    print(f"admin password set in {path}; every browser signed in before must sign in again")
+    print(f"{role} password set in {path}; every browser signed in as {role} before must sign in again")
+    return 0
+
+
+def new_token(settings: config.Config, role: str, name: str) -> int:
+    path = token_file(settings.webui.password_file)
+    try:
+        token = create_token(path, role, name, int(time.time()))
+    except CredentialError as exc:
+        return _fail(str(exc), EXIT_FAILED)
+    print(token)
+    print(f"{role} token stored (hashed) in {path}; it is shown only now. "
+          "Use it as `Authorization: Bearer TOKEN`; delete its line there to revoke it.", file=sys.stderr)
     return 0
 
 
@@ -115,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"bad configuration:\n{exc}")
 
     if args.command == "set-password":
-        return set_password(settings, args.stdin)
+        return set_password(settings, args.stdin, args.role)
+    if args.command == "create-token":
+        return new_token(settings, args.role, args.name)
     return serve(settings)
 
 

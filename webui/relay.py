@@ -21,11 +21,13 @@ from typing import Any
 
 import zmq
 
-from anabranch.client import Subscriber
+from anabranch.client import Client, CommandFailed, DaemonUnreachable, FlowMirror, Subscriber, messages
 
 log = logging.getLogger(__name__)
 
-TOPICS = ("state", "flows")
+# Every topic of the schema: pages use the ones this daemon publishes and fall
+# back to commands for the rest.
+TOPICS = messages.TOPICS
 # The daemon counts as unreachable after this many ticks without any message.
 STALE_TICKS = 3
 # Flows sent to browsers per update (the busiest); the page shows a table, not
@@ -61,12 +63,19 @@ def _busiest(flows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
 
 
 class Relay:
-    """Latest `state` and `flows` from the daemon, plus whether the daemon is reachable."""
+    """Latest message of each topic from the daemon, plus whether the daemon is reachable."""
 
     def __init__(self, endpoint: str, tick_s: float = 1.0, stale_ticks: int = STALE_TICKS,
                  live_flows: int = LIVE_FLOWS, max_listeners: int = 64,
-                 context: zmq.Context | None = None, clock: Callable[[], float] = time.monotonic):
+                 context: zmq.Context | None = None, clock: Callable[[], float] = time.monotonic,
+                 control: str | None = None):
         self.endpoint = endpoint
+        # The `flows` topic sends deltas between snapshots; the mirror rebuilds the
+        # full set so every browser frame is complete.  After a gap (or when we
+        # joined between snapshots) it resyncs over the control socket at once.
+        self.control = control
+        self._mirror = FlowMirror()
+        self._last_resync = -1e9
         self.tick_s = tick_s
         self.stale_ticks = stale_ticks
         self.live_flows = live_flows
@@ -131,11 +140,13 @@ class Relay:
             tick_s = (message.get("daemon") or {}).get("tick_s")
             if isinstance(tick_s, (int, float)) and not isinstance(tick_s, bool) and tick_s > 0:
                 self.tick_s = float(tick_s)
-        elif topic == "flows" and isinstance(message.get("flows"), list):
-            flows = message["flows"]
-            busiest = _busiest(flows, self.live_flows)
-            if busiest is not flows:
-                message = {**message, "flows": busiest}
+        elif topic == "flows":
+            if not self._mirror.apply(message) and not self._resync():
+                return
+            flows = list(self._mirror.flows.values())
+            message = {"v": message.get("v"), "type": "flows", "seq": message.get("seq"),
+                       "ts": message.get("ts"), "snapshot": True, "count": self._mirror.count,
+                       "flows": _busiest(flows, self.live_flows)}
         try:
             text = _json(message)
         except (TypeError, ValueError) as exc:
@@ -148,6 +159,20 @@ class Relay:
             self._last_message_ts = message.get("ts") if isinstance(message.get("ts"), (int, float)) else None
             self._set_reachable_locked(True)
             self._changed.notify_all()
+
+    def _resync(self) -> bool:
+        """Fetch a flows snapshot over the control socket (at most once a second)."""
+        now = self._clock()
+        if self.control is None or now - self._last_resync < 1.0:
+            return False
+        self._last_resync = now
+        try:
+            with Client(self.control, timeout_s=1.0, retries=0, context=self._context) as client:
+                self._mirror.resync(client)
+        except (DaemonUnreachable, CommandFailed) as exc:
+            log.info("flows resync failed, waiting for the next snapshot: %s", exc)
+            return False
+        return True
 
     def _set_reachable(self, reachable: bool) -> None:
         with self._changed:

@@ -3,6 +3,8 @@
 - `config_path`: a config (tick 0.1 s) in a fresh short /tmp folder, with the
   password harness.PASSWORD.
 - `app`, `client`, `logged_in`: the Flask app (relay not started) and test clients.
+- `fake_daemon` / `old_daemon`: a FakeDaemon at the config's control endpoint,
+  with every command or only status and flows.
 - `publisher`: a StreamPublisher (real ZeroMQ PUB) at the config's events endpoint.
 - `served`: the app behind a real HTTP server in this process, its relay fed by
   `publisher`; yields the base URL.
@@ -43,6 +45,7 @@ def app(config_path):
     app = make_app(config_path)
     yield app
     app.extensions["anabranch.relay"].stop()
+    app.extensions["anabranch.control"].close()
 
 
 @pytest.fixture
@@ -62,6 +65,20 @@ def publisher(config_path):
     events = config.load(config_path).api.events
     with harness.StreamPublisher(events, tick_s=0.1) as publisher:
         yield publisher
+
+
+@pytest.fixture
+def fake_daemon(config_path):
+    """The daemon's control socket with every command (canned data)."""
+    with harness.FakeDaemon(config.load(config_path).api.control) as daemon:
+        yield daemon
+
+
+@pytest.fixture
+def old_daemon(config_path):
+    """The daemon's control socket knowing only status and flows."""
+    with harness.FakeDaemon(config.load(config_path).api.control, full=False) as daemon:
+        yield daemon
 
 
 @pytest.fixture

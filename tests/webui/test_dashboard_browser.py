@@ -65,7 +65,7 @@ def test_dashboard_says_when_the_daemon_is_unreachable(webui, publisher, page):
 
 def test_wrong_password_shows_a_message_in_the_browser(webui, page):
     page.goto(webui.base_url + "/")
-    page.get_by_label("Administrator password").fill("not the password")
+    page.get_by_label("Password").fill("not the password")
     page.get_by_role("button", name="Sign in").click()
     assert "Wrong password" in page.get_by_role("alert").inner_text()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

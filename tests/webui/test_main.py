@@ -85,3 +85,30 @@ def test_unusable_secret_key_file_exits_2_naming_the_key(short_tmp, capsys):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "webui.secret_key_file:" in result.stderr
+
+
+def test_set_password_for_the_viewer_writes_the_viewer_file_only(bare_config):
+    result = subprocess.run(
+        [*harness.webui_command(), "set-password", "--role", "viewer", "--config", str(bare_config), "--stdin"],
+        input="a long viewer password\n", capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert not password_file(bare_config).exists()
+    stored = read_password_hash(bare_config.parent / "webui-viewer.passwd")
+    assert stored.verify("a long viewer password")
+
+
+def test_create_token_prints_a_token_that_authenticates(bare_config):
+    result = subprocess.run(
+        [*harness.webui_command(), "create-token", "--role", "viewer", "--name", "grafana",
+         "--config", str(bare_config)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    from anabranch.webui.credentials import token_role
+    assert token_role(bare_config.parent / "webui-tokens", token) == "viewer"
+    assert "shown only now" in result.stderr
+
+
+def test_create_token_needs_a_role(bare_config, capsys):
+    with pytest.raises(SystemExit):
+        main.main(["create-token", "--config", str(bare_config)])
+    assert "--role" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -10,6 +11,7 @@ import zmq
 
 import webui_harness as harness
 from anabranch.client import messages
+from anabranch.daemon.server import ApiServer, Arg, Command
 from anabranch.webui.relay import Relay
 
 
@@ -131,3 +133,37 @@ def test_listener_slots_are_bounded_and_given_back(endpoint):
             assert first is True and second is False
             assert relay.listeners == 1
     assert relay.listeners == 0
+
+
+def _flows_message(seq: int, **body) -> dict:
+    return {"v": 1, "type": "flows", "seq": seq, "ts": time.time(), **body}
+
+
+def test_flow_deltas_are_merged_into_full_frames_for_browsers():
+    relay = Relay("ipc:///nonexistent/events.sock")
+    a, b = harness.sample_flow(1), harness.sample_flow(2)
+    relay._take("flows", _flows_message(1, snapshot=True, count=1, flows=[a]))
+    relay._take("flows", _flows_message(2, snapshot=False, count=2, upserts=[b], removed=[]))
+    assert {f["id"] for f in relay.latest("flows")["flows"]} == {a["id"], b["id"]}
+    relay._take("flows", _flows_message(3, snapshot=False, count=1, upserts=[], removed=[a["id"]]))
+    assert [f["id"] for f in relay.latest("flows")["flows"]] == [b["id"]]
+
+
+def test_after_a_gap_the_relay_resyncs_over_the_control_socket(tmp_path):
+    fresh = harness.sample_flow(7)
+    server = ApiServer(f"ipc://{tmp_path}/e.sock", f"ipc://{tmp_path}/c.sock")
+    server.register(Command("snapshot", lambda args: {"seq": 40, "snapshot": True, "count": 1,
+                                                      "flows": [fresh]}, args={"topic": Arg((str,))}))
+    relay = Relay(f"ipc://{tmp_path}/e.sock", control=f"ipc://{tmp_path}/c.sock")
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: [server.serve(0.05) for _ in iter(stop.is_set, True)])
+    thread.start()
+    try:
+        relay._take("flows", _flows_message(1, snapshot=True, count=1, flows=[harness.sample_flow(1)]))
+        relay._take("flows", _flows_message(5, snapshot=False, count=1, upserts=[], removed=[]))  # 2..4 lost
+        assert [f["id"] for f in relay.latest("flows")["flows"]] == [fresh["id"]]
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+

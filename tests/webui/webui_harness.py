@@ -10,6 +10,10 @@ Pieces, each usable alone:
 - `StreamPublisher(endpoint, tick_s)`: a stand-in daemon; a real ZeroMQ PUB socket
   that sends `state` and `flows` (schema v1, built with anabranch.client.messages)
   every tick.  `pause()`/`resume()` make the daemon vanish and return.
+- `FakeDaemon(endpoint, full=True)`: a real ROUTER answering the daemon's commands
+  (mptcp, links, classes, class.set, alerts.*, alert_rules.*, predict, usage,
+  history) with canned data and recording each request; `full=False` knows only
+  status and flows, as today's daemon does.
 - `write_config(directory, events=..., password=...)`: a config file for the web UI
   with its password and key files under `directory`; returns its path.
 - `webui_server(config_path)`: runs the real `anabranch-webui` (gunicorn) on a free
@@ -176,6 +180,202 @@ class StreamPublisher:
                 self._socket.send_multipart(messages.event("flows", self.seq, now, {
                     "snapshot": True, "count": len(flows), "flows": flows}))
             self._stop.wait(self.tick_s)
+
+
+# ---- a stand-in daemon's control socket --------------------------------------
+
+def sample_links() -> list[dict[str, Any]]:
+    return [
+        {"name": "wan0", "capacity_mbit": 200.0, "predicted_mbit": 182.5, "confidence": 0.86,
+         "rtt_p50_ms": 18.2, "rtt_p95_ms": 31.0, "jitter_ms": 2.4, "loss": 0.002, "quality": 0.91,
+         "up_bps": 6_500_000, "down_bps": 48_000_000},
+        {"name": "wan1", "capacity_mbit": 100.0, "predicted_mbit": 83.0, "confidence": 0.72,
+         "rtt_p50_ms": 42.0, "rtt_p95_ms": 88.5, "jitter_ms": 7.9, "loss": 0.013, "quality": 0.64,
+         "up_bps": 2_100_000, "down_bps": 19_000_000},
+    ]
+
+
+def sample_classes() -> list[dict[str, Any]]:
+    rows = [("voice", 3, 0.1, 10, 46), ("video", 3, 5, 50, 34), ("interactive", 2, 1, 100, 0),
+            ("file", 1, 0.5, 30, 10), ("background", 0, 0, 20, 8)]
+    return [{"name": n, "priority": p, "min_mbit": lo, "max_mbit": hi, "dscp": d,
+             "rate_mbit": max(lo, 2.0), "ceil_mbit": hi, "sent_bytes": 10_000_000 * (i + 1),
+             "sent_packets": 9000 * (i + 1), "dropped": 3 * i, "overlimits": 17 * i}
+            for i, (n, p, lo, hi, d) in enumerate(rows)]
+
+
+def sample_mptcp() -> list[dict[str, Any]]:
+    def sub(n, iface, src, share, up, down, rtt):
+        return {"flow_id": f"{0xa0 + n:016x}", "src": src, "sport": 40000 + n, "dst": "198.51.100.7",
+                "dport": 443, "iface": iface, "bytes_up": up, "bytes_down": down, "share": share,
+                "rtt_ms": rtt}
+    return [
+        {"id": "c1", "version": 1, "tokens": ["8f2a41c0", "1b77e2d9"], "state": "established",
+         "subflows": [sub(1, "wan0", "10.0.1.2", 0.7, 700_000, 7_000_000, 19.5),
+                      sub(2, "wan1", "10.0.2.2", 0.3, 300_000, 3_000_000, 44.0)]},
+        {"id": "c2", "version": 1, "tokens": ["33aa0c12", "9e01bb47"], "state": "established",
+         "subflows": [sub(3, "wan0", "10.0.1.2", 1.0, 120_000, 900_000, 18.0)]},
+    ]
+
+
+class FakeDaemon:
+    """A real ROUTER at `endpoint` answering the daemon's commands with canned data.
+
+    `full=False` knows only `status` and `flows` (today's daemon): every other
+    command is answered `unknown_command`.  Requests are recorded in `requests`;
+    `class.set`, `alerts.ack` and `alert_rules.*` change the canned data;
+    `raise_alert()`/`resolve_alert()` drive an alert's lifecycle.
+    """
+
+    def __init__(self, endpoint: str, full: bool = True):
+        self.endpoint = endpoint
+        self.full = full
+        self.requests: list[dict[str, Any]] = []
+        self.links = sample_links()
+        self.classes = sample_classes()
+        self.rules = [{"match": "udp port 5060-5062, 16384-16396", "class": "voice"},
+                      {"match": "tcp port 1935, udp port 3478", "class": "video"},
+                      {"match": "host *.backup.example", "class": "file"}]
+        self.connections = sample_mptcp()
+        self.active: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = [
+            {"id": "a0", "rule": "wan1-rtt", "severity": "warning", "message": "wan1 RTT p95 above 80 ms",
+             "raised_at": time.time() - 7200, "resolved_at": time.time() - 6900, "acked": True}]
+        self.alert_rules = [{"name": "wan1-rtt", "metric": "link.wan1.rtt_p95_ms", "op": ">",
+                             "threshold": 80.0, "for_s": 30.0, "severity": "warning"}]
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> FakeDaemon:
+        sock = zmq.Context.instance().socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(self.endpoint)
+        self._socket = sock
+        self._thread = threading.Thread(target=self._run, name="fake-daemon", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._socket.close(0)
+
+    def raise_alert(self, alert_id: str = "a1", message: str = "wan1 loss above 1 %") -> None:
+        with self._lock:
+            self.active.append({"id": alert_id, "rule": "wan1-loss", "severity": "critical",
+                                "message": message, "raised_at": time.time(), "resolved_at": None,
+                                "acked": False})
+
+    def resolve_alert(self, alert_id: str = "a1") -> None:
+        with self._lock:
+            for alert in [a for a in self.active if a["id"] == alert_id]:
+                self.active.remove(alert)
+                self.history.insert(0, {**alert, "resolved_at": time.time()})
+
+    def commands(self, name: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [r for r in self.requests if r["cmd"] == name]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self._socket.poll(50):
+                continue
+            frames = self._socket.recv_multipart()
+            try:
+                req = messages.unpack(frames[-1])
+            except messages.ProtocolError as exc:
+                self._socket.send_multipart([*frames[:-1], messages.reply_error(None, exc.code, exc.message)])
+                continue
+            with self._lock:
+                self.requests.append({"cmd": req.get("cmd"), "args": req.get("args") or {}})
+                try:
+                    body = self._answer(req.get("cmd"), req.get("args") or {})
+                    reply = messages.reply_ok(req.get("id"), body)
+                except _Refused as exc:
+                    reply = messages.reply_error(req.get("id"), exc.code, exc.message)
+            self._socket.send_multipart([*frames[:-1], reply])
+
+    def _answer(self, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        if cmd == "status":
+            flows = [sample_flow(n) for n in range(3)]
+            return sample_state(1, now, flows, 100)
+        if cmd == "flows":
+            flows = [sample_flow(n) for n in range(14)]
+            return {"count": len(flows), "flows": flows[: args.get("limit", 100)]}
+        if not self.full:
+            raise _Refused(messages.E_UNKNOWN_COMMAND, f"unknown command {cmd!r}")
+        if cmd == "mptcp":
+            return {"connections": self.connections}
+        if cmd == "links":
+            return {"links": self.links}
+        if cmd == "classes":
+            return {"classes": self.classes, "rules": self.rules}
+        if cmd == "class.set":
+            target = next((c for c in self.classes if c["name"] == args.get("name")), None)
+            if target is None:
+                raise _Refused(messages.E_NOT_FOUND, f"args.name: no class {args.get('name')!r}")
+            if args.get("max_mbit", 0) > 1000:
+                raise _Refused(messages.E_INVALID, "args.max_mbit: above every link's capacity (1000 Mbit/s)")
+            target.update({k: v for k, v in args.items() if k != "name"})
+            target["ceil_mbit"] = target["max_mbit"]
+            return {"class": target}
+        if cmd == "rules.add":
+            if " port " not in f" {args['match']} " and not args["match"].startswith("host "):
+                raise _Refused(messages.E_INVALID, f"args.match: cannot parse {args['match']!r}; "
+                                                   "write e.g. `tcp port 22` or `host *.example`")
+            rule = {"match": args["match"], "class": args["class"]}
+            self.rules.insert(args.get("position", len(self.rules)), rule)
+            return {"rule": rule}
+        if cmd == "rules.delete":
+            if not 0 <= args.get("index", -1) < len(self.rules):
+                raise _Refused(messages.E_NOT_FOUND, f"args.index: no rule {args.get('index')}")
+            return {"rule": self.rules.pop(args["index"])}
+        if cmd == "alerts.list":
+            return {"active": self.active, "history": self.history}
+        if cmd == "alerts.ack":
+            for alert in self.active:
+                if alert["id"] == args.get("id"):
+                    alert["acked"] = True
+                    return {"alert": alert}
+            raise _Refused(messages.E_NOT_FOUND, f"args.id: no active alert {args.get('id')!r}")
+        if cmd == "alert_rules.list":
+            return {"rules": self.alert_rules}
+        if cmd == "alert_rules.set":
+            rule = dict(args)
+            self.alert_rules = [r for r in self.alert_rules if r["name"] != rule["name"]] + [rule]
+            return {"rule": rule}
+        if cmd == "alert_rules.delete":
+            self.alert_rules = [r for r in self.alert_rules if r["name"] != args.get("name")]
+            return {}
+        if cmd == "predict":
+            return {"model": "anabranch-lstm-v1 (onnx)", "error": {"mae_mbit": 1.7},
+                    "classes": [{"name": c["name"], "now_mbit": 3.0 + i, "next_1s_mbit": 3.2 + i,
+                                 "next_5s_mbit": 3.9 + i} for i, c in enumerate(self.classes)],
+                    "links": [{"name": link["name"], "capacity_mbit": link["predicted_mbit"],
+                               "confidence": link["confidence"]} for link in self.links]}
+        if cmd == "usage":
+            return {"hosts": [
+                {"host": "192.168.1.10", "day_bytes_up": 310_000_000, "day_bytes_down": 4_200_000_000,
+                 "month_bytes_up": 9_100_000_000, "month_bytes_down": 88_000_000_000,
+                 "quota_bytes": 150_000_000_000},
+                {"host": "192.168.1.11", "day_bytes_up": 12_000_000, "day_bytes_down": 640_000_000,
+                 "month_bytes_up": 700_000_000, "month_bytes_down": 19_500_000_000, "quota_bytes": None}]}
+        if cmd == "history":
+            start, end, step = float(args["start"]), float(args["end"]), float(args["step"])
+            count = int((end - start) // step)
+            points = [[start + i * step, 30e6 + 12e6 * math.sin(i / 9.0)] for i in range(count)]
+            return {"series": args["series"], "points": points}
+        raise _Refused(messages.E_UNKNOWN_COMMAND, f"unknown command {cmd!r}")
+
+
+class _Refused(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 # ---- configuration ----------------------------------------------------------
@@ -377,6 +577,7 @@ def serving(app) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+        app.extensions["anabranch.control"].close()
 
 
 def csrf_from(response) -> str:
@@ -384,10 +585,11 @@ def csrf_from(response) -> str:
     return _CSRF_FIELD.search(response.get_data(as_text=True)).group(1)
 
 
-def log_in(client, password: str = PASSWORD, next_url: str = "/"):
+def log_in(client, password: str = PASSWORD, next_url: str = "/", user: str = "admin"):
     """Post the login form with the Flask test client; returns the response."""
     token = csrf_from(client.get("/login"))
-    return client.post("/login", data={"csrf_token": token, "password": password, "next": next_url})
+    return client.post("/login", data={"csrf_token": token, "password": password, "next": next_url,
+                                       "username": user})
 
 
 # ---- the browser ------------------------------------------------------------
@@ -397,9 +599,10 @@ def launch_chromium(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
-def browser_login(page, base_url: str, password: str = PASSWORD) -> None:
+def browser_login(page, base_url: str, password: str = PASSWORD, user: str = "admin") -> None:
     """Log `page` in through the form and wait for the dashboard."""
     page.goto(base_url + "/")
-    page.get_by_label("Administrator password").fill(password)
+    page.get_by_label("User").select_option(user)
+    page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(base_url + "/")

@@ -1,100 +1,22 @@
-// The live dashboard: one websocket to /ws, reconnecting with backoff; every
-// frame is a JSON message of type "state", "flows" or "daemon" (see relay.py).
-// Data only ever reaches the page through textContent, never as HTML.
+// The overview: totals, bandwidth per class over time, the class mix, interfaces
+// with path quality, and the busiest flows; live from the page's one websocket,
+// plus links, MPTCP and alerts from /api/v1 on each state tick (when offered).
 "use strict";
 
 (function () {
-  const RECONNECT_MIN_MS = 500;
-  const RECONNECT_MAX_MS = 15000;
-  const BUSY_MIN_MS = 5000;          // the server said "try again later" (1013)
-  const CLOSE_TRY_AGAIN_LATER = 1013;
-  const CLOSE_SESSION_ENDED = 4401;  // new password or session too old (live.py)
-
-  const $ = (id) => document.getElementById(id);
-
-  // ---- formatting -----------------------------------------------------------
-
-  function si(value, units) {
-    let v = Number(value) || 0;
-    let i = 0;
-    while (Math.abs(v) >= 1000 && i < units.length - 1) { v /= 1000; i += 1; }
-    const digits = i === 0 || Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 10 ? 1 : 2;
-    return v.toFixed(digits) + " " + units[i];
-  }
-  const rate = (bps) => si(bps, ["bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"]);
-  const bytes = (n) => si(n, ["B", "kB", "MB", "GB", "TB"]);
-  const count = (n) => (Number(n) || 0).toLocaleString("en-US");
-
-  function duration(seconds) {
-    let s = Math.max(0, Math.floor(Number(seconds) || 0));
-    const d = Math.floor(s / 86400); s -= d * 86400;
-    const h = Math.floor(s / 3600); s -= h * 3600;
-    const m = Math.floor(s / 60); s -= m * 60;
-    if (d) return d + " d " + h + " h";
-    if (h) return h + " h " + String(m).padStart(2, "0") + " min";
-    if (m) return m + " min " + String(s).padStart(2, "0") + " s";
-    return s + " s";
-  }
-
-  function clock(ts) {
-    const t = new Date((Number(ts) || 0) * 1000);
-    return t.toLocaleTimeString("en-GB", { hour12: false });
-  }
-
-  function endpoint(addr, port, family, proto) {
-    const host = family === 6 ? "[" + addr + "]" : String(addr);
-    const hasPorts = proto === "tcp" || proto === "udp";
-    return hasPorts && port !== undefined && port !== null ? host + ":" + port : host;
-  }
-
-  // ---- connection status ----------------------------------------------------
-
-  const pill = $("link-status");
-  const banner = $("daemon-banner");
-  let daemonReachable = null;
-  let socketOpen = false;
-  let lastStateTs = null;
-
-  function showStatus(kind, text) {
-    pill.dataset.status = kind;
-    pill.querySelector(".status-text").textContent = text;
-  }
-
-  function refreshStatus(retryMs) {
-    if (!socketOpen) {
-      const secs = Math.max(1, Math.round((retryMs || 0) / 1000));
-      showStatus("offline", retryMs ? "Web UI unreachable, retrying in " + secs + " s" : "Connecting…");
-    } else if (daemonReachable === false) {
-      showStatus("unreachable", "Daemon unreachable");
-    } else if (daemonReachable === true) {
-      showStatus("live", "Live");
-    } else {
-      showStatus("connecting", "Waiting for the daemon…");
-    }
-    const down = socketOpen && daemonReachable === false;
-    banner.hidden = !down;
-    document.body.classList.toggle("stale", down || !socketOpen);
-    if (down) {
-      $("daemon-banner-text").textContent = lastStateTs
-        ? "No data from anabranchd since " + clock(lastStateTs) + "; the figures below are the last ones received."
-        : "No data from anabranchd yet. Is it running?";
-    }
-  }
+  const { $, rate, bytes, count, duration, clock, endpoint, cell, el } = AB;
+  const HISTORY_S = 120;
+  const REST_EVERY_MS = 2000;
 
   // ---- state: totals and interfaces -----------------------------------------
 
-  function cell(row, text, className, tag) {
-    const td = document.createElement(tag || "td");
-    td.textContent = text;
-    if (className) td.className = className;
-    row.appendChild(td);
-    return td;
-  }
+  let links = {};                    // name -> link from /api/v1/links
+  let lastState = null;
 
   function renderState(msg) {
+    lastState = msg;
     const totals = msg.totals || {};
     const daemon = msg.daemon || {};
-    lastStateTs = msg.ts;
     $("total-flows").textContent = count(totals.flows);
     $("total-packets").textContent =
       count(Math.round(totals.up_pps || 0)) + " pkt/s up · " + count(Math.round(totals.down_pps || 0)) + " pkt/s down";
@@ -105,26 +27,103 @@
     $("daemon-version").textContent = daemon.version ? "anabranchd " + daemon.version : "anabranchd";
     $("daemon-uptime").textContent = "up " + duration(daemon.uptime_s) + (daemon.pid ? " · pid " + daemon.pid : "");
     $("updated-at").textContent = "Updated " + clock(msg.ts);
+    renderInterfaces();
+    maybeRefreshRest();
+  }
 
-    const body = document.createElement("tbody");
-    const ifaces = Array.isArray(msg.interfaces) ? msg.interfaces : [];
-    for (const iface of ifaces) {
-      const row = document.createElement("tr");
+  function renderInterfaces() {
+    if (!lastState) return;
+    const ifaces = Array.isArray(lastState.interfaces) ? lastState.interfaces : [];
+    const rows = ifaces.map((iface) => {
+      const row = el("tr");
       cell(row, iface.name, "mono", "th").setAttribute("scope", "row");
       cell(row, String(iface.role || "").toUpperCase());
-      const attached = cell(row, iface.attached ? "attached" : "not attached");
-      attached.className = iface.attached ? "ok" : "warn";
+      cell(row, iface.attached ? "attached" : "not attached", iface.attached ? "ok" : "warn");
       cell(row, rate(iface.up_bps), "num up");
       cell(row, rate(iface.down_bps), "num down");
-      body.appendChild(row);
+      const link = links[iface.name];
+      const capacity = link && link.capacity_mbit ? link.capacity_mbit * 1e6 : null;
+      cell(row, capacity ? AB.pct(Math.max(iface.up_bps || 0, iface.down_bps || 0) / capacity) : "—", "num");
+      cell(row, link && link.quality !== undefined ? Number(link.quality).toFixed(2) : "—", "num");
+      return row;
+    });
+    AB.replaceBody($("ifaces"), rows, 7, "The daemon reports no interfaces.");
+  }
+
+  // ---- links, MPTCP and alerts from the REST API ------------------------------
+
+  let restDueAt = 0;
+
+  function maybeRefreshRest() {
+    const now = Date.now();
+    if (now < restDueAt) return;
+    restDueAt = now + REST_EVERY_MS;
+    AB.api("/api/v1/links").then((reply) => {
+      links = {};
+      if (reply.ok) for (const link of reply.body.links || []) links[link.name] = link;
+      renderInterfaces();
+    });
+    AB.api("/api/v1/connections").then((reply) => {
+      if (!reply.ok) {
+        $("mptcp-count").textContent = "n/a";
+        $("mptcp-note").textContent = "not available from this daemon yet";
+        return;
+      }
+      const conns = reply.body.connections || [];
+      const subflows = conns.reduce((n, c) => n + (c.subflows || []).length, 0);
+      $("mptcp-count").textContent = count(conns.length);
+      $("mptcp-note").textContent = count(subflows) + " subflows";
+    });
+    AB.api("/api/v1/alerts").then((reply) => {
+      const card = $("alert-count").closest(".card");
+      if (!reply.ok) {
+        $("alert-count").textContent = "n/a";
+        $("alert-note").textContent = "not available from this daemon yet";
+        card.dataset.level = "";
+        return;
+      }
+      const active = reply.body.active || [];
+      $("alert-count").textContent = count(active.length);
+      const critical = active.filter((a) => a.severity === "critical").length;
+      $("alert-note").textContent = active.length ? critical + " critical · " + active[0].message : "all clear";
+      card.dataset.level = critical ? "critical" : active.length ? "warning" : "ok";
+    });
+  }
+
+  // ---- bandwidth per class over time, and the class mix ----------------------
+
+  const classHistory = new Map();    // class -> [[t, bps], ...]
+
+  function recordClasses(msg) {
+    const now = Number(msg.ts) || Date.now() / 1000;
+    const sums = {};
+    for (const flow of msg.flows || []) {
+      const name = flow.class || "unclassified";
+      sums[name] = (sums[name] || 0) + (flow.bps_up || 0) + (flow.bps_down || 0);
     }
-    if (!ifaces.length) {
-      const row = document.createElement("tr");
-      row.className = "empty";
-      cell(row, "The daemon reports no interfaces.").colSpan = 5;
-      body.appendChild(row);
+    for (const name of Object.keys(sums)) if (!classHistory.has(name)) classHistory.set(name, []);
+    for (const [name, points] of classHistory) {
+      points.push([now, sums[name] || 0]);
+      while (points.length && points[0][0] < now - HISTORY_S) points.shift();
     }
-    $("ifaces").replaceChild(body, $("ifaces").tBodies[0]);
+    const series = [...classHistory].map(([name, points]) => ({ name, color: AB.classColor(name), points }));
+    AB.lineChart($("class-chart"), series, rate);
+    const legend = $("class-legend");
+    legend.textContent = "";
+    for (const s of series) {
+      const li = el("li");
+      const swatch = el("span", { class: "swatch" });
+      swatch.style.background = s.color;
+      li.appendChild(swatch);
+      li.appendChild(document.createTextNode(s.name + " " + rate(sums[s.name] || 0)));
+      legend.appendChild(li);
+    }
+    const mix = Object.entries(sums).sort((a, b) =>
+      (AB.CLASS_PRIORITY[b[0]] ?? -1) - (AB.CLASS_PRIORITY[a[0]] ?? -1) || b[1] - a[1]);
+    AB.bars($("class-mix"), mix.map(([name, bps]) => ({
+      label: name + (name in AB.CLASS_PRIORITY ? " · priority " + AB.CLASS_PRIORITY[name] : ""),
+      value: bps, text: rate(bps), color: AB.classColor(name),
+    })), "No traffic.");
   }
 
   // ---- flows table ----------------------------------------------------------
@@ -162,8 +161,7 @@
       c[0].className = "mono"; c[1].className = "mono";
       for (let i = 4; i < 8; i += 1) c[i].className = "num";
       c[6].classList.add("up"); c[7].classList.add("down");
-      const badge = document.createElement("span");
-      c[8].appendChild(badge);
+      c[8].appendChild(document.createElement("span"));
       rows.set(flow.id, row);
     }
     const texts = [
@@ -191,7 +189,7 @@
 
   function matches(flow, needle) {
     if (!needle) return true;
-    const hay = [flow.src, flow.sport, flow.dst, flow.dport, flow.proto, flow.iface, flow.class]
+    const hay = [flow.src, flow.sport, flow.dst, flow.dport, flow.proto, flow.iface, flow.class || "unclassified"]
       .join(" ").toLowerCase();
     return hay.includes(needle);
   }
@@ -213,12 +211,7 @@
     }
     body.querySelectorAll("tr.empty").forEach((r) => r.remove());
     body.appendChild(fragment);
-    if (!shown.length) {
-      const row = document.createElement("tr");
-      row.className = "empty";
-      cell(row, flows.length ? "No flow matches the filter." : "No active flows.").colSpan = 9;
-      body.appendChild(row);
-    }
+    if (!shown.length) AB.emptyRow(body, 9, flows.length ? "No flow matches the filter." : "No active flows.");
     const total = Number(msg.count ?? flows.length);
     let caption = count(total) + " active";
     if (flows.length < total) caption += ", the busiest " + count(flows.length) + " listed";
@@ -230,10 +223,7 @@
     for (const th of flowsTable.tHead.rows[0].cells) {
       const key = th.dataset.sort;
       if (!key) continue;
-      const button = document.createElement("button");
-      button.type = "button";
-      button.className = "sort";
-      button.textContent = th.textContent;
+      const button = el("button", { type: "button", class: "sort" }, th.textContent);
       th.textContent = "";
       th.appendChild(button);
       th.setAttribute("aria-sort", "none");
@@ -251,52 +241,11 @@
     }
   }
 
-  // ---- the websocket --------------------------------------------------------
-
-  let attempt = 0;
-
-  function retryDelay(minimum) {
-    const base = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** attempt);
-    attempt += 1;
-    return Math.max(minimum, base * (0.75 + Math.random() * 0.5));
-  }
-
-  async function stillSignedIn() {
-    try {
-      const response = await fetch("/api/v1/status", { credentials: "same-origin", cache: "no-store" });
-      return response.status !== 401;
-    } catch (err) {
-      return true;                    // the web UI itself is down: keep retrying
-    }
-  }
-
-  function connect() {
-    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    const ws = new WebSocket(scheme + location.host + "/ws");
-    ws.addEventListener("open", () => { socketOpen = true; refreshStatus(); });
-    ws.addEventListener("message", (event) => {
-      attempt = 0;
-      let msg;
-      try { msg = JSON.parse(event.data); } catch (err) { return; }
-      if (msg.type === "state") renderState(msg);
-      else if (msg.type === "flows") renderFlows(msg);
-      else if (msg.type === "daemon") daemonReachable = Boolean(msg.reachable);
-      refreshStatus();
-    });
-    ws.addEventListener("close", async (event) => {
-      socketOpen = false;
-      if (event.code === CLOSE_SESSION_ENDED || !(await stillSignedIn())) {
-        location.assign("/login?next=" + encodeURIComponent(location.pathname));
-        return;
-      }
-      const delay = retryDelay(event.code === CLOSE_TRY_AGAIN_LATER ? BUSY_MIN_MS : 0);
-      refreshStatus(delay);
-      setTimeout(connect, delay);
-    });
-  }
-
   setUpSorting();
   filterInput.addEventListener("input", () => { if (lastFlows) renderFlows(lastFlows); });
-  refreshStatus();
-  connect();
+  AB.lineChart($("class-chart"), [], rate, { emptyText: "Waiting for flows…" });
+  AB.connect({
+    state: renderState,
+    flows: (msg) => { renderFlows(msg); recordClasses(msg); },
+  });
 })();

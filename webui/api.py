@@ -1,0 +1,318 @@
+"""REST JSON under /api/v1: the daemon's commands for scripts and for the pages' scripts.
+
+Every answer is JSON.  A command this daemon lacks (or a silent daemon) is 503
+`not_available`; the daemon's own refusals keep their meaning (400 invalid, 404
+not found).  The same login gate applies, plus bearer tokens for scripts.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from anabranch.client import CommandFailed, messages
+
+from .control import NotAvailable, control
+from .openapi import document
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+# HTTP status for each of the daemon's error codes.
+STATUS_OF_CODE = {messages.E_INVALID: 400, messages.E_NOT_FOUND: 404, messages.E_TOO_LARGE: 413,
+                  messages.E_UNAVAILABLE: 503, messages.E_TIMEOUT: 503}
+
+# What a class may be set to; the daemon validates again (and knows the link speeds).
+CLASS_FIELDS = {"priority": (int, 0, 7), "min_mbit": (float, 0.0, 100_000.0),
+                "max_mbit": (float, 0.0, 100_000.0), "dscp": (int, 0, 63)}
+ALERT_RULE_FIELDS = {"metric": str, "op": str, "threshold": float, "for_s": float, "severity": str}
+ALERT_OPS = (">", ">=", "<", "<=")
+SEVERITIES = ("info", "warning", "critical")
+HISTORY_MAX_POINTS = 20_000
+
+
+class InvalidInput(Exception):
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@bp.errorhandler(NotAvailable)
+def _not_available(exc: NotAvailable):
+    return jsonify(error={"code": "not_available", "command": exc.cmd,
+                          "message": f"Not available from this daemon yet: {exc.reason}."}), 503
+
+
+@bp.errorhandler(CommandFailed)
+def _command_failed(exc: CommandFailed):
+    return jsonify(error={"code": exc.code, "message": exc.message}), STATUS_OF_CODE.get(exc.code, 502)
+
+
+@bp.errorhandler(InvalidInput)
+def _invalid(exc: InvalidInput):
+    return jsonify(error={"code": "invalid_argument", "field": exc.field, "message": str(exc)}), 400
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidInput("body", "must be a JSON object (Content-Type: application/json)")
+    return body
+
+
+def _number(body: dict[str, Any], name: str, kind: type, low: float, high: float) -> int | float:
+    value = body[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(str(value).strip())
+        except ValueError:
+            raise InvalidInput(name, f"must be a number, got {body[name]!r}") from None
+    if not math.isfinite(value) or not low <= value <= high:
+        raise InvalidInput(name, f"must be between {low:g} and {high:g}, got {value:g}")
+    if kind is int:
+        if value != int(value):
+            raise InvalidInput(name, f"must be a whole number, got {value:g}")
+        return int(value)
+    return float(value)
+
+
+def validate_class_settings(body: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a class.set request, checked; InvalidInput names the first bad one."""
+    unknown = sorted(set(body) - set(CLASS_FIELDS))
+    if unknown:
+        raise InvalidInput(unknown[0], f"unknown field; one of {', '.join(CLASS_FIELDS)}")
+    settings = {name: _number(body, name, *spec) for name, spec in CLASS_FIELDS.items() if name in body}
+    if not settings:
+        raise InvalidInput("body", f"give at least one of {', '.join(CLASS_FIELDS)}")
+    if "min_mbit" in settings and "max_mbit" in settings and settings["min_mbit"] > settings["max_mbit"]:
+        raise InvalidInput("min_mbit", f"must not exceed max_mbit ({settings['max_mbit']:g})")
+    return settings
+
+
+def validate_alert_rule(body: dict[str, Any]) -> dict[str, Any]:
+    rule: dict[str, Any] = {}
+    for name, kind in ALERT_RULE_FIELDS.items():
+        if name not in body:
+            raise InvalidInput(name, "is required")
+        if kind is float:
+            rule[name] = _number(body, name, float, 0.0 if name == "for_s" else -1e12, 1e12)
+        else:
+            value = str(body[name]).strip()
+            if not value or len(value) > 64:
+                raise InvalidInput(name, "must be a non-empty text of at most 64 characters")
+            rule[name] = value
+    if rule["op"] not in ALERT_OPS:
+        raise InvalidInput("op", f"must be one of {' '.join(ALERT_OPS)}, got {rule['op']!r}")
+    if rule["severity"] not in SEVERITIES:
+        raise InvalidInput("severity", f"must be one of {', '.join(SEVERITIES)}, got {rule['severity']!r}")
+    return rule
+
+
+# ---- reading ------------------------------------------------------------------
+
+@bp.get("/flows")
+def flows():
+    args: dict[str, Any] = {}
+    if "limit" in request.args:
+        args["limit"] = int(_number(dict(request.args), "limit", int, 1, 100_000))
+    for name in ("sort", "iface", "proto", "host"):
+        if request.args.get(name):
+            args[name] = request.args[name]
+    return jsonify(control().call("flows", **args))
+
+
+@bp.get("/connections")
+def connections():
+    return jsonify(control().call("mptcp"))
+
+
+@bp.get("/connections/<conn_id>")
+def connection(conn_id: str):
+    for conn in control().call("mptcp").get("connections", []):
+        if str(conn.get("id")) == conn_id:
+            return jsonify(connection=conn)
+    return jsonify(error={"code": "not_found", "message": f"no MPTCP connection {conn_id!r}"}), 404
+
+
+@bp.get("/links")
+def links():
+    return jsonify(control().call("links"))
+
+
+@bp.get("/classes")
+def classes():
+    return jsonify(control().call("classes"))
+
+
+@bp.get("/alerts")
+def alerts():
+    return jsonify(control().call("alerts.list"))
+
+
+@bp.get("/alert-rules")
+def alert_rules():
+    return jsonify(control().call("alert_rules.list"))
+
+
+@bp.get("/predictions")
+def predictions():
+    return jsonify(control().call("predict"))
+
+
+@bp.get("/usage")
+def usage():
+    return jsonify(control().call("usage"))
+
+
+def class_rates(flows_message: dict[str, Any] | None) -> dict[str, dict[str, float]]:
+    """Per-class upload/download rate and flow count, summed over the live flows."""
+    totals: dict[str, dict[str, float]] = {}
+    for flow in (flows_message or {}).get("flows") or []:
+        name = flow.get("class") or "unclassified"
+        entry = totals.setdefault(name, {"up_bps": 0.0, "down_bps": 0.0, "flows": 0,
+                                         "bytes_up": 0.0, "bytes_down": 0.0})
+        entry["up_bps"] += float(flow.get("bps_up") or 0)
+        entry["down_bps"] += float(flow.get("bps_down") or 0)
+        entry["bytes_up"] += float(flow.get("bytes_up") or 0)
+        entry["bytes_down"] += float(flow.get("bytes_down") or 0)
+        entry["flows"] += 1
+    return totals
+
+
+@bp.get("/metrics/realtime")
+def realtime():
+    relay = current_app.extensions["anabranch.relay"]
+    state = relay.latest("state")
+    if state is None:
+        raise NotAvailable("state", "no state received from the daemon yet")
+    return jsonify(daemon={"reachable": relay.reachable}, ts=state.get("ts"),
+                   totals=state.get("totals"), interfaces=state.get("interfaces"),
+                   classes=class_rates(relay.latest("flows")))
+
+
+def _history_args() -> dict[str, Any]:
+    query = dict(request.args)
+    series = query.get("series", "").strip()
+    if not series:
+        raise InvalidInput("series", "is required, e.g. series=link.wan0.down_bps")
+    now = time.time()
+    end = float(_number(query, "end", float, 0, 1e11)) if "end" in query else now
+    start = float(_number(query, "start", float, 0, 1e11)) if "start" in query else end - 3600
+    if start >= end:
+        raise InvalidInput("start", "must be before end")
+    step = float(_number(query, "step", float, 1, 1e8)) if "step" in query else max(1.0, (end - start) / 360)
+    if (end - start) / step > HISTORY_MAX_POINTS:
+        raise InvalidInput("step", f"too small: at most {HISTORY_MAX_POINTS} points per request")
+    return {"series": series, "start": start, "end": end, "step": step}
+
+
+@bp.get("/metrics/history")
+def history():
+    return jsonify(control().call("history", **_history_args()))
+
+
+@bp.get("/export")
+def export():
+    args = _history_args()
+    fmt = request.args.get("format", "csv")
+    if fmt not in ("csv", "json"):
+        raise InvalidInput("format", f"must be csv or json, got {fmt!r}")
+    reply = control().call("history", **args)
+    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in args["series"])
+    disposition = f'attachment; filename="anabranch-{name}.{fmt}"'
+    if fmt == "json":
+        response = jsonify(reply)
+    else:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["ts", args["series"]])
+        for point in reply.get("points") or []:
+            writer.writerow(point[:2])
+        response = Response(out.getvalue(), mimetype="text/csv")
+    response.headers["Content-Disposition"] = disposition
+    return response
+
+
+def load_balancing(links_reply: dict[str, Any]) -> dict[str, Any]:
+    """New MPTCP subflows and flows per link in proportion to usable capacity times quality.
+
+    Usable capacity is the predicted capacity (or the configured one) minus what
+    the link already carries; a link with quality 0 or no headroom gets no weight.
+    """
+    rows = []
+    for link in links_reply.get("links") or []:
+        capacity = float(link.get("predicted_mbit") or link.get("capacity_mbit") or 0)
+        used = (float(link.get("up_bps") or 0) + float(link.get("down_bps") or 0)) / 2 / 1e6
+        headroom = max(0.0, capacity - used)
+        quality = min(1.0, max(0.0, float(link.get("quality") or 0)))
+        rows.append({"link": link.get("name"), "headroom_mbit": round(headroom, 3),
+                     "quality": quality, "score": headroom * quality})
+    total = sum(row["score"] for row in rows)
+    for row in rows:
+        row["weight"] = round(row["score"] / total, 4) if total > 0 else 0.0
+        del row["score"]
+    best = max(rows, key=lambda row: row["weight"], default=None)
+    return {"links": rows, "prefer": best["link"] if best and best["weight"] > 0 else None,
+            "basis": "predicted capacity minus current load, times path quality"}
+
+
+@bp.get("/recommendations/load-balancing")
+def recommendations():
+    return jsonify(load_balancing(control().call("links")))
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(document())
+
+
+# ---- changing (admin only; the gate refuses viewers, CSRF applies to sessions) ----
+
+@bp.post("/classes/<name>")
+def set_class(name: str):
+    settings = validate_class_settings(_json_body())
+    return jsonify(control().call("class.set", name=name, **settings))
+
+
+def validate_rule(body: dict[str, Any]) -> dict[str, Any]:
+    rule: dict[str, Any] = {}
+    for name, limit in (("match", 200), ("class", 32)):
+        value = str(body.get(name, "")).strip()
+        if not value or len(value) > limit:
+            raise InvalidInput(name, f"must be a non-empty text of at most {limit} characters")
+        rule[name] = value
+    if "position" in body and body["position"] not in (None, ""):
+        rule["position"] = int(_number(body, "position", int, 0, 10_000))
+    return rule
+
+
+@bp.post("/rules")
+def add_rule():
+    """A classification rule (`match` as the daemon's rule syntax, e.g. `tcp port 22`)."""
+    return jsonify(control().call("rules.add", **validate_rule(_json_body())))
+
+
+@bp.delete("/rules/<int:index>")
+def delete_rule(index: int):
+    return jsonify(control().call("rules.delete", index=index))
+
+
+@bp.post("/alerts/<alert_id>/ack")
+def ack_alert(alert_id: str):
+    return jsonify(control().call("alerts.ack", id=alert_id))
+
+
+@bp.post("/alert-rules/<name>")
+def set_alert_rule(name: str):
+    rule = validate_alert_rule(_json_body())
+    return jsonify(control().call("alert_rules.set", name=name, **rule))
+
+
+@bp.delete("/alert-rules/<name>")
+def delete_alert_rule(name: str):
+    return jsonify(control().call("alert_rules.delete", name=name))

@@ -1,0 +1,496 @@
+// The pages other than the overview (body[data-page] picks one).  Each fills its
+// tables from /api/v1 and refreshes on the live websocket's state ticks; a
+// command this daemon lacks shows "not available from this daemon yet".
+"use strict";
+
+(function () {
+  const { $, rate, bytes, count, mbit, ms, pct, when, endpoint, cell, el, badge } = AB;
+  const REST_EVERY_MS = 2000;
+
+  // Refresh `fn` at most every REST_EVERY_MS, driven by the websocket's ticks.
+  function ticking(fn) {
+    let dueAt = 0;
+    let busy = false;
+    return function () {
+      const now = Date.now();
+      if (busy || now < dueAt) return;
+      dueAt = now + REST_EVERY_MS;
+      busy = true;
+      Promise.resolve(fn()).finally(() => { busy = false; });
+    };
+  }
+
+  function fieldError(form, message) {
+    const box = form.querySelector(".form-error");
+    box.hidden = !message;
+    box.textContent = message || "";
+  }
+
+  function errorText(reply) {
+    const error = (reply.body && reply.body.error) || {};
+    if (reply.status === 403) return "Read-only: sign in as admin to change this.";
+    if (reply.status === 503) return "Not available from this daemon yet.";
+    return error.message || "HTTP " + reply.status;
+  }
+
+  // A table with sortable columns: `key(row, sortKey)` gives the value to sort by.
+  function sortable(table, onChange) {
+    const state = { key: null, descending: true };
+    for (const th of table.tHead.rows[0].cells) {
+      const key = th.dataset.sort;
+      if (!key) continue;
+      const button = el("button", { type: "button", class: "sort" }, th.textContent);
+      th.textContent = "";
+      th.appendChild(button);
+      th.setAttribute("aria-sort", "none");
+      button.addEventListener("click", () => {
+        state.descending = state.key === key ? !state.descending : th.classList.contains("num");
+        state.key = key;
+        for (const other of table.tHead.rows[0].cells) other.setAttribute("aria-sort", "none");
+        th.setAttribute("aria-sort", state.descending ? "descending" : "ascending");
+        onChange();
+      });
+    }
+    return state;
+  }
+
+  // ---- flows and MPTCP connections --------------------------------------------
+
+  function flowsPage() {
+    const table = $("all-flows");
+    let lastFlows = [];
+    const sortState = sortable(table, () => render());
+    const value = (f, key) => ({
+      host: f.src, remote: endpoint(f.dst, f.dport, f.family, f.proto), class: f.class || "unclassified",
+      rate: (f.bps_up || 0) + (f.bps_down || 0), bytes: (f.bytes_up || 0) + (f.bytes_down || 0),
+      reason: f.reason || "",
+    }[key] ?? f[key]);
+
+    function render() {
+      const wanted = $("class-filter").value;
+      const needle = $("flow-filter").value.trim().toLowerCase();
+      let shown = lastFlows.filter((f) => (!wanted || (f.class || "unclassified") === wanted) &&
+        (!needle || [f.src, f.sport, f.dst, f.dport, f.proto, f.iface, f.reason].join(" ").toLowerCase().includes(needle)));
+      if (sortState.key) {
+        shown = shown.slice().sort((a, b) => {
+          const va = value(a, sortState.key), vb = value(b, sortState.key);
+          const order = typeof va === "number" || typeof vb === "number"
+            ? (Number(va) || 0) - (Number(vb) || 0)
+            : String(va ?? "").localeCompare(String(vb ?? ""), "en", { numeric: true });
+          return sortState.descending ? -order : order;
+        });
+      }
+      const rows = shown.map((f) => {
+        const row = el("tr");
+        cell(row, endpoint(f.src, f.sport, f.family, f.proto), "mono");
+        cell(row, endpoint(f.dst, f.dport, f.family, f.proto), "mono");
+        cell(row, "").appendChild(badge(f.class));
+        cell(row, f.iface);
+        cell(row, String(f.proto).toUpperCase());
+        cell(row, rate((f.bps_up || 0) + (f.bps_down || 0)), "num");
+        cell(row, bytes((f.bytes_up || 0) + (f.bytes_down || 0)), "num");
+        cell(row, f.rtt_ms !== undefined && f.rtt_ms !== null ? ms(f.rtt_ms) : "—", "num");
+        cell(row, f.retrans !== undefined && f.retrans !== null ? count(f.retrans) : "—", "num");
+        cell(row, f.reason || "unclassified", f.reason ? "reason" : "reason muted");
+        return row;
+      });
+      AB.replaceBody(table, rows, 10, lastFlows.length ? "No flow matches the filter." : "No active flows.");
+      $("flows-caption").textContent = count(lastFlows.length) + " listed" +
+        (shown.length !== lastFlows.length ? ", " + count(shown.length) + " match" : "");
+    }
+
+    const expanded = new Set();
+
+    function renderConnections(reply) {
+      const mptcp = $("mptcp");
+      const conns = reply.connections || [];
+      $("mptcp-caption").textContent = count(conns.length) + " connections";
+      const body = document.createElement("tbody");
+      for (const conn of conns) {
+        const subflows = conn.subflows || [];
+        const total = subflows.reduce((n, s) => n + (s.bytes_up || 0) + (s.bytes_down || 0), 0);
+        const row = el("tr", { class: "conn" });
+        const th = cell(row, "", "", "th");
+        th.setAttribute("scope", "row");
+        const id = String(conn.id);
+        const open = expanded.has(id);
+        const toggle = el("button", { type: "button", class: "expander", "aria-expanded": String(open),
+          "aria-controls": "subflows-" + id }, (open ? "▾ " : "▸ ") + "token " + (conn.tokens || []).join(" / "));
+        toggle.addEventListener("click", () => {
+          if (expanded.has(id)) expanded.delete(id); else expanded.add(id);
+          renderConnections(reply);
+          $("mptcp").querySelector('[aria-controls="subflows-' + id + '"]').focus();
+        });
+        th.appendChild(toggle);
+        cell(row, "v" + conn.version);
+        cell(row, conn.state || "—");
+        cell(row, count(subflows.length), "num");
+        cell(row, bytes(total), "num");
+        const paths = cell(row, "", "share-cell");
+        const strip = el("div", { class: "share-strip", role: "img",
+          "aria-label": subflows.map((s) => s.iface + " " + pct(s.share)).join(", ") });
+        for (const s of subflows) {
+          const part = el("span", { class: "share-part", title: s.iface + " " + pct(s.share) });
+          part.style.width = (100 * (Number(s.share) || 0)).toFixed(1) + "%";
+          strip.appendChild(part);
+        }
+        paths.appendChild(strip);
+        body.appendChild(row);
+        const detail = el("tr", { class: "subflows", id: "subflows-" + id });
+        detail.hidden = !open;
+        const td = cell(detail, "");
+        td.colSpan = 6;
+        const inner = el("table", { class: "grid inner" });
+        const head = el("tr");
+        for (const h of ["Subflow", "Path", "Sent", "Received", "RTT", "Share"]) cell(head, h, "", "th").setAttribute("scope", "col");
+        inner.appendChild(el("thead")).appendChild(head);
+        const ib = inner.appendChild(el("tbody"));
+        for (const s of subflows) {
+          const r = el("tr", { class: "subflow" });
+          cell(r, endpoint(s.src, s.sport, String(s.src).includes(":") ? 6 : 4, "tcp") + " → " +
+            endpoint(s.dst, s.dport, String(s.dst).includes(":") ? 6 : 4, "tcp"), "mono");
+          cell(r, s.iface, "mono");
+          cell(r, bytes(s.bytes_up), "num");
+          cell(r, bytes(s.bytes_down), "num");
+          cell(r, ms(s.rtt_ms), "num");
+          cell(r, pct(s.share), "num");
+          ib.appendChild(r);
+        }
+        td.appendChild(inner);
+        body.appendChild(detail);
+      }
+      if (!conns.length) AB.emptyRow(body, 6, "No MPTCP connections.");
+      mptcp.replaceChild(body, mptcp.tBodies[0]);
+    }
+
+    const refresh = ticking(() => AB.load("/api/v1/connections", "mptcp-panel", renderConnections));
+    $("class-filter").addEventListener("change", render);
+    $("flow-filter").addEventListener("input", render);
+    AB.connect({ flows: (msg) => { lastFlows = msg.flows || []; render(); }, state: refresh });
+    refresh();
+  }
+
+  // ---- links -------------------------------------------------------------------
+
+  function linksPage() {
+    function render(reply) {
+      const rows = (reply.links || []).map((l) => {
+        const row = el("tr");
+        cell(row, l.name, "mono", "th").setAttribute("scope", "row");
+        cell(row, mbit(l.capacity_mbit), "num");
+        cell(row, mbit(l.predicted_mbit) + (l.confidence !== undefined ? " (" + pct(l.confidence) + ")" : ""), "num");
+        cell(row, rate(l.up_bps), "num up");
+        cell(row, rate(l.down_bps), "num down");
+        cell(row, l.capacity_mbit ? pct(Math.max(l.up_bps || 0, l.down_bps || 0) / (l.capacity_mbit * 1e6)) : "—", "num");
+        cell(row, ms(l.rtt_p50_ms) + " / " + ms(l.rtt_p95_ms), "num");
+        cell(row, ms(l.jitter_ms), "num");
+        cell(row, pct(l.loss), "num");
+        const q = cell(row, "");
+        const meter = el("meter", { min: "0", max: "1", low: "0.5", high: "0.8", optimum: "1",
+          value: String(l.quality ?? 0), "aria-label": "quality of " + l.name });
+        q.appendChild(meter);
+        q.appendChild(document.createTextNode(" " + Number(l.quality ?? 0).toFixed(2)));
+        return row;
+      });
+      AB.replaceBody($("links"), rows, 10, "No WAN links reported.");
+    }
+    function renderLb(reply) {
+      AB.bars($("lb"), (reply.links || []).map((l) => ({
+        label: l.link + (l.link === reply.prefer ? " (preferred)" : ""),
+        value: l.weight, text: pct(l.weight) + " of new flows · headroom " + mbit(l.headroom_mbit),
+        color: "#0b6f6a",
+      })), "No links.");
+    }
+    const refresh = ticking(() => Promise.all([
+      AB.load("/api/v1/links", "links-panel", render),
+      AB.load("/api/v1/recommendations/load-balancing", "lb-panel", renderLb)]));
+    AB.connect({ state: refresh });
+    refresh();
+  }
+
+  // ---- classes and the class editor --------------------------------------------
+
+  function classesPage() {
+    let editing = null;              // class name whose editor row is open
+    let lastReply = null;
+    const errors = {};               // class name -> inline error text
+
+    function editor(cls) {
+      const row = el("tr", { class: "editor-row" });
+      const td = cell(row, "");
+      td.colSpan = 11;
+      const form = el("form", { class: "inline-form class-editor", novalidate: "", "aria-label": "Edit class " + cls.name });
+      const fields = el("div", { class: "fields" });
+      for (const [name, label, v] of [["priority", "Priority", cls.priority], ["min_mbit", "Minimum (Mbit/s)", cls.min_mbit],
+        ["max_mbit", "Maximum (Mbit/s)", cls.max_mbit], ["dscp", "DSCP", cls.dscp]]) {
+        const lab = el("label", {}, label + " ");
+        const input = el("input", { name: name, type: "text", inputmode: "decimal", value: v ?? "" });
+        lab.appendChild(input);
+        fields.appendChild(lab);
+      }
+      fields.appendChild(el("button", { type: "submit", class: "button button-primary" }, "Apply"));
+      const cancel = el("button", { type: "button", class: "button button-plain" }, "Cancel");
+      cancel.addEventListener("click", () => { editing = null; render(lastReply); });
+      fields.appendChild(cancel);
+      form.appendChild(fields);
+      const err = el("p", { class: "form-error", role: "alert" });
+      err.hidden = true;
+      form.appendChild(err);
+      if (errors[cls.name]) fieldError(form, errors[cls.name]);
+      form.addEventListener("submit", async (event) => {
+        event.preventDefault();
+        const body = {};
+        for (const input of form.querySelectorAll("input")) {
+          input.removeAttribute("aria-invalid");
+          if (input.value.trim() !== "") body[input.name] = input.value.trim();
+        }
+        const reply = await AB.api("/api/v1/classes/" + encodeURIComponent(cls.name), { method: "POST", json: body });
+        if (reply.ok) {
+          delete errors[cls.name];
+          editing = null;
+          await AB.load("/api/v1/classes", "classes-panel", render);
+          const done = $("classes").querySelector('[data-class="' + cls.name + '"] .edit');
+          if (done) done.focus();
+          return;
+        }
+        errors[cls.name] = errorText(reply);
+        fieldError(form, errors[cls.name]);
+        const field = reply.body && reply.body.error && reply.body.error.field;
+        const bad = field && form.querySelector('input[name="' + field + '"]');
+        if (bad) { bad.setAttribute("aria-invalid", "true"); bad.focus(); }
+      });
+      td.appendChild(form);
+      return row;
+    }
+
+    function render(reply) {
+      lastReply = reply;
+      if (editing) return;           // never redraw under the admin's typing
+      const rows = [];
+      for (const c of reply.classes || []) {
+        const row = el("tr", { "data-class": c.name });
+        cell(row, "", "", "th").appendChild(badge(c.name));
+        row.cells[0].setAttribute("scope", "row");
+        cell(row, c.priority, "num");
+        cell(row, mbit(c.min_mbit), "num");
+        cell(row, mbit(c.max_mbit), "num");
+        cell(row, c.dscp, "num");
+        cell(row, mbit(c.rate_mbit), "num");
+        cell(row, mbit(c.ceil_mbit), "num");
+        cell(row, bytes(c.sent_bytes), "num");
+        cell(row, count(c.dropped), "num");
+        cell(row, count(c.overlimits), "num");
+        const actions = cell(row, "");
+        if (AB.isAdmin()) {
+          const edit = el("button", { type: "button", class: "button button-small edit", "aria-label": "Edit " + c.name }, "Edit");
+          edit.addEventListener("click", () => {
+            editing = c.name;
+            const target = $("classes").querySelector('[data-class="' + c.name + '"]');
+            target.after(editor(c));
+            target.nextElementSibling.querySelector("input").focus();
+          });
+          actions.appendChild(edit);
+        }
+        rows.push(row);
+      }
+      AB.replaceBody($("classes"), rows, 11, "No classes reported.");
+      const ruleRows = (reply.rules || []).map((r, i) => {
+        const row = el("tr");
+        cell(row, String(i + 1), "num");
+        cell(row, typeof r === "string" ? r : r.match || JSON.stringify(r), "mono");
+        cell(row, "").appendChild(badge(r.class));
+        const actions = cell(row, "");
+        if (AB.isAdmin()) {
+          const del = el("button", { type: "button", class: "button button-small",
+            "aria-label": "Delete rule " + (i + 1) }, "Delete");
+          del.addEventListener("click", async () => {
+            const r2 = await AB.api("/api/v1/rules/" + i, { method: "DELETE" });
+            if (!r2.ok) actions.textContent = errorText(r2);
+            else load();
+          });
+          actions.appendChild(del);
+        }
+        return row;
+      });
+      AB.replaceBody($("rules"), ruleRows, 4, "No rules reported.");
+    }
+    const load = () => AB.load("/api/v1/classes", "classes-panel", render);
+    const refresh = ticking(load);
+    const ruleForm = $("rule-add");
+    ruleForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const data = Object.fromEntries(new FormData(ruleForm));
+      if (!data.position) delete data.position;
+      const reply = await AB.api("/api/v1/rules", { method: "POST", json: data });
+      fieldError(ruleForm, reply.ok ? "" : errorText(reply));
+      const field = !reply.ok && reply.body && reply.body.error && reply.body.error.field;
+      for (const input of ruleForm.querySelectorAll("input")) {
+        if (input.name === field) input.setAttribute("aria-invalid", "true"); else input.removeAttribute("aria-invalid");
+      }
+      if (reply.ok) { ruleForm.reset(); load(); }
+    });
+    AB.connect({ state: refresh });
+    refresh();
+  }
+
+  // ---- predictions ------------------------------------------------------------
+
+  function predictionsPage() {
+    function render(reply) {
+      $("predict-model").textContent = reply.model ? "model: " + reply.model : "";
+      AB.replaceBody($("demand"), (reply.classes || []).map((c) => {
+        const row = el("tr");
+        cell(row, "", "", "th").appendChild(badge(c.name));
+        cell(row, mbit(c.now_mbit), "num");
+        cell(row, mbit(c.next_1s_mbit), "num");
+        cell(row, mbit(c.next_5s_mbit), "num");
+        return row;
+      }), 4, "No class predictions.");
+      AB.replaceBody($("capacity"), (reply.links || []).map((l) => {
+        const row = el("tr");
+        cell(row, l.name, "mono", "th");
+        cell(row, mbit(l.capacity_mbit ?? l.predicted_mbit), "num");
+        cell(row, pct(l.confidence), "num");
+        return row;
+      }), 3, "No link predictions.");
+    }
+    const refresh = ticking(() => AB.load("/api/v1/predictions", "predictions-panel", render));
+    AB.connect({ state: refresh });
+    refresh();
+  }
+
+  // ---- alerts -----------------------------------------------------------------
+
+  function alertsPage() {
+    function severity(row, s) {
+      cell(row, "").appendChild(el("span", { class: "sev sev-" + String(s).replace(/[^a-z]/g, "") }, s));
+    }
+    function render(reply) {
+      AB.replaceBody($("active-alerts"), (reply.active || []).map((a) => {
+        const row = el("tr", { "data-alert": a.id });
+        severity(row, a.severity);
+        cell(row, a.rule, "mono");
+        cell(row, a.message);
+        cell(row, when(a.raised_at));
+        const ack = cell(row, a.acked ? "yes" : "");
+        if (!a.acked && AB.isAdmin()) {
+          const button = el("button", { type: "button", class: "button button-small" }, "Acknowledge");
+          button.addEventListener("click", async () => {
+            const r = await AB.api("/api/v1/alerts/" + encodeURIComponent(a.id) + "/ack", { method: "POST" });
+            if (!r.ok) ack.textContent = errorText(r);
+            refresh.now();
+          });
+          ack.appendChild(button);
+        } else if (!a.acked) {
+          ack.textContent = "no";
+        }
+        return row;
+      }), 5, "No active alerts.");
+      AB.replaceBody($("alert-history"), (reply.history || []).map((a) => {
+        const row = el("tr");
+        severity(row, a.severity);
+        cell(row, a.rule, "mono");
+        cell(row, a.message);
+        cell(row, when(a.raised_at));
+        cell(row, when(a.resolved_at));
+        return row;
+      }), 5, "No alerts so far.");
+    }
+    function renderRules(reply) {
+      AB.replaceBody($("alert-rules"), (reply.rules || []).map((r) => {
+        const row = el("tr");
+        cell(row, r.name, "mono", "th");
+        cell(row, r.metric + " " + r.op + " " + r.threshold, "mono");
+        cell(row, r.for_s + " s", "num");
+        severity(row, r.severity);
+        const actions = cell(row, "");
+        if (AB.isAdmin()) {
+          const del = el("button", { type: "button", class: "button button-small", "aria-label": "Delete rule " + r.name }, "Delete");
+          del.addEventListener("click", async () => {
+            await AB.api("/api/v1/alert-rules/" + encodeURIComponent(r.name), { method: "DELETE" });
+            refresh.now();
+          });
+          actions.appendChild(del);
+        }
+        return row;
+      }), 5, "No alert rules.");
+    }
+    const load = () => Promise.all([AB.load("/api/v1/alerts", "alerts-panel", render),
+      AB.load("/api/v1/alert-rules", "arules-panel", renderRules)]);
+    const refresh = ticking(load);
+    refresh.now = load;
+    const form = $("rule-form");
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const data = Object.fromEntries(new FormData(form));
+      const name = (data.name || "").trim();
+      if (!name) { fieldError(form, "name: is required"); return; }
+      delete data.name;
+      const reply = await AB.api("/api/v1/alert-rules/" + encodeURIComponent(name), { method: "POST", json: data });
+      fieldError(form, reply.ok ? "" : errorText(reply));
+      if (reply.ok) { form.reset(); load(); }
+    });
+    AB.connect({ state: refresh, alerts: () => load() });
+    refresh();
+  }
+
+  // ---- usage --------------------------------------------------------------------
+
+  function usagePage() {
+    function render(reply) {
+      AB.replaceBody($("usage"), (reply.hosts || []).map((h) => {
+        const row = el("tr");
+        cell(row, h.host, "mono", "th").setAttribute("scope", "row");
+        cell(row, bytes(h.day_bytes_up), "num up");
+        cell(row, bytes(h.day_bytes_down), "num down");
+        cell(row, bytes(h.month_bytes_up), "num up");
+        cell(row, bytes(h.month_bytes_down), "num down");
+        const quota = cell(row, "");
+        if (h.quota_bytes) {
+          const used = (h.month_bytes_up || 0) + (h.month_bytes_down || 0);
+          quota.appendChild(el("meter", { min: "0", max: String(h.quota_bytes), value: String(Math.min(used, h.quota_bytes)),
+            high: String(0.8 * h.quota_bytes), "aria-label": "quota used by " + h.host }));
+          quota.appendChild(document.createTextNode(" " + pct(used / h.quota_bytes) + " of " + bytes(h.quota_bytes)));
+        } else {
+          quota.textContent = "no quota";
+        }
+        return row;
+      }), 6, "No usage recorded yet.");
+    }
+    const refresh = ticking(() => AB.load("/api/v1/usage", "usage-panel", render));
+    AB.connect({ state: refresh });
+    refresh();
+  }
+
+  // ---- history ------------------------------------------------------------------
+
+  function historyPage() {
+    const form = $("history-form");
+    function query() {
+      const data = new FormData(form);
+      const end = Math.floor(Date.now() / 1000);
+      const start = end - Number(data.get("range"));
+      return "series=" + encodeURIComponent(data.get("series")) + "&start=" + start + "&end=" + end;
+    }
+    async function show() {
+      const q = query();
+      $("export-csv").href = "/api/v1/export?format=csv&" + q;
+      $("export-json").href = "/api/v1/export?format=json&" + q;
+      const series = new FormData(form).get("series");
+      const format = /bps$/.test(series) ? rate : (v) => Number(v).toPrecision(3);
+      const reply = await AB.load("/api/v1/metrics/history?" + q, "history-panel", (body) => {
+        AB.lineChart($("history-chart"), [{ name: series, color: "#0b6f6a", points: body.points || [] }], format,
+          { emptyText: "No points in this range" });
+      });
+      if (!reply.ok) AB.lineChart($("history-chart"), [], format, { emptyText: "No history available" });
+    }
+    form.addEventListener("submit", (event) => { event.preventDefault(); show(); });
+    AB.connect({});
+    show();
+  }
+
+  const PAGES = { flows: flowsPage, links: linksPage, classes: classesPage, predictions: predictionsPage,
+    alerts: alertsPage, usage: usagePage, history: historyPage };
+  const page = PAGES[document.body.dataset.page];
+  if (page) page();
+})();

@@ -85,6 +85,10 @@ class TcHooks:
         found = self._ipr.link_lookup(ifname=name)
         return found[0] if found else None
 
+    def oper_up(self, ifindex: int) -> bool:
+        links = self._ipr.get_links(ifindex)
+        return bool(links) and links[0].get_attr("IFLA_OPERSTATE") in ("UP", "UNKNOWN")
+
     def attach(self, name: str, program_fds: dict[str, int], program_names: dict[str, str]) -> int:
         """Attach both hooks on `name`; returns its ifindex.  Raises AttachError."""
         ifindex = self.ifindex(name)
@@ -130,10 +134,20 @@ class TcHooks:
                     result[hook].append({"name": fname, "prio": filt["info"] >> 16})
         return result
 
-    def detach(self, name: str) -> list[str]:
-        """Remove our filters (and clsact if we created it); returns the failures."""
+    def forget(self, name: str) -> None:
+        """The interface is gone: the kernel dropped our hooks with it."""
+        self.attached.pop(name, None)
+        if name in self.ledger.clsact_created:
+            self.ledger.clsact_created.discard(name)
+            self.ledger.save()
+
+    def detach(self, name: str, ifindex: int | None = None) -> list[str]:
+        """Remove our filters (and clsact if we created it); returns the failures.
+
+        `ifindex` names the device when it no longer carries `name` (renamed)."""
         failures = []
-        ifindex = self.attached.pop(name, None) or self.ifindex(name)
+        ifindex = ifindex or self.attached.pop(name, None) or self.ifindex(name)
+        self.attached.pop(name, None)
         if ifindex is None:
             self.ledger.clsact_created.discard(name)
             self.ledger.save()
@@ -142,13 +156,13 @@ class TcHooks:
             try:
                 self._ipr.tc("del-filter", "bpf", ifindex, parent=parent, prio=FILTER_PRIO)
             except NetlinkError as exc:
-                if exc.code not in (errno.ENOENT, errno.EINVAL):
+                if exc.code not in (errno.ENOENT, errno.EINVAL, errno.ENODEV):
                     failures.append(f"{name} {hook} filter: {os.strerror(exc.code)}")
         if name in self.ledger.clsact_created:
             try:
                 self._ipr.tc("del", "clsact", ifindex)
             except NetlinkError as exc:
-                if exc.code not in (errno.ENOENT, errno.EINVAL):
+                if exc.code not in (errno.ENOENT, errno.EINVAL, errno.ENODEV):
                     failures.append(f"{name} clsact: {os.strerror(exc.code)}")
             self.ledger.clsact_created.discard(name)
             self.ledger.save()

@@ -69,6 +69,9 @@ class Daemon:
         self.ticks = 0
         self.iface_names: dict[int, str] = {}
         self.pending: list[str] = []
+        self.oper_up: dict[str, bool] = {}
+        self.link_changes: list[dict[str, Any]] = []
+        self.links = None
         self.datapath = None
         self.hooks = None
         self.server: ApiServer | None = None
@@ -85,6 +88,9 @@ class Daemon:
         self.server = ApiServer(self.config.api.events, self.config.api.control,
                                 group=self.config.api.socket_group)
         self._register_commands()
+        from .links import LinkWatcher
+        self.links = LinkWatcher()
+        self.server.watch_fd(self.links.fileno(), self._on_link_events)
         self.pending = [iface.name for iface in self.config.interfaces]
         self._attach_pending()
         self.notifier.ready(self._status_line())
@@ -107,7 +113,53 @@ class Daemon:
             role = kstructs.ROLE_WAN if iface.role == "wan" else kstructs.ROLE_LAN
             self.datapath.set_port(ifindex, role, kstructs.PORT_COUNT)
             self.iface_names[ifindex] = name
+            self.oper_up[name] = self.hooks.oper_up(ifindex)
+            if self.ticks:
+                self._note_link(name, "attached")
         self.pending = still
+
+    def _on_link_events(self) -> None:
+        configured = {iface.name for iface in self.config.interfaces}
+        for event in self.links.read():
+            if event.kind == "resync":
+                self._resync_links()
+                continue
+            ours = self.iface_names.get(event.ifindex)
+            if event.kind == "del":
+                if ours:
+                    self._lose(ours, event.ifindex, "deleted")
+                continue
+            if ours and ours != event.name:
+                # Renamed away: it is no longer the port the admin configured.
+                self.hooks.detach(ours, ifindex=event.ifindex)
+                self._lose(ours, event.ifindex, f"renamed to {event.name}")
+            if event.name in configured:
+                if self.oper_up.get(event.name) != event.oper_up and event.name in self.hooks.attached:
+                    self._note_link(event.name, "up" if event.oper_up else "down")
+                self.oper_up[event.name] = event.oper_up
+                if event.name not in self.hooks.attached and event.name not in self.pending:
+                    self.pending.append(event.name)
+        if self.pending:
+            self._attach_pending()
+
+    def _resync_links(self) -> None:
+        for ifindex, name in list(self.iface_names.items()):
+            if self.hooks.ifindex(name) != ifindex:
+                self._lose(name, ifindex, "changed while events were lost")
+
+    def _lose(self, name: str, ifindex: int, why: str) -> None:
+        log.warning("interface %s %s; will attach again when it returns", name, why)
+        self.hooks.forget(name)
+        self.iface_names.pop(ifindex, None)
+        self.datapath.clear_port(ifindex)
+        self.oper_up.pop(name, None)
+        if name not in self.pending:
+            self.pending.append(name)
+        self._note_link(name, why)
+
+    def _note_link(self, name: str, change: str) -> None:
+        self.link_changes.append({"ts": time.time(), "interface": name, "change": change})
+        del self.link_changes[:-50]
 
     def stop(self) -> None:
         self.notifier.stopping()
@@ -118,6 +170,8 @@ class Daemon:
             self.hooks.close()
         if self.server is not None:
             self.server.close()
+        if self.links is not None:
+            self.links.close()
         if self.datapath is not None:
             self.datapath.close()
         log.info("stopped")
@@ -163,8 +217,8 @@ class Daemon:
     # -- the tick ---------------------------------------------------------------
     def tick(self) -> None:
         started = time.perf_counter()
-        if self.pending:
-            self._attach_pending()
+        if self.pending and self.ticks % 10 == 0:
+            self._attach_pending()  # a safety net: link events normally do this at once
         keys, values = self.datapath.sweep_flows()
         now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         self.table = self.rates.update(keys, values, now_ns)
@@ -217,7 +271,8 @@ class Daemon:
         for iface in self.config.interfaces:
             ifindex = by_name.get(iface.name)
             entry = {"name": iface.name, "ifindex": ifindex, "role": iface.role,
-                     "attached": iface.name in self.hooks.attached, "up_bps": 0.0, "down_bps": 0.0,
+                     "attached": iface.name in self.hooks.attached,
+                     "oper_up": self.oper_up.get(iface.name), "up_bps": 0.0, "down_bps": 0.0,
                      "up_mbit": iface.up_mbit, "down_mbit": iface.down_mbit}
             if ifindex is not None and self.table is not None:
                 mask = self.table.by_port(ifindex)
@@ -230,8 +285,10 @@ class Daemon:
         return {
             "daemon": {"version": version(), "pid": os.getpid(),
                        "uptime_s": round(time.monotonic() - self.started_mono, 1),
+                       "tick_s": self.config.daemon.tick_s,
                        "tick_ms": round(self.tick_ms, 3), "ticks": self.ticks},
             "interfaces": self.interfaces(),
+            "link_changes": self.link_changes[-10:],
             "totals": self.table.totals() if self.table is not None else {},
             "datapath": {"errors": self.datapath.error_counts(),
                          "flow_map_size": self.config.daemon.flow_map_size},

@@ -127,6 +127,8 @@ class ApiServer:
         self._seq: dict[str, int] = {}
         self.requests_served = 0
         self.requests_failed = 0
+        self._poller = zmq.Poller()
+        self._fd_handlers: dict[int, Callable[[], None]] = {}
 
         old_umask = os.umask(0o077)  # no window where the socket is world-connectable
         try:
@@ -147,6 +149,12 @@ class ApiServer:
         _secure_ipc(events, group)
         _secure_ipc(control, group)
         self.endpoints = (events, control)
+        self._poller.register(self.router, zmq.POLLIN)
+
+    def watch_fd(self, fd: int, handler: Callable[[], None]) -> None:
+        """Call `handler` from serve() whenever `fd` is readable (e.g. netlink events)."""
+        self._fd_handlers[fd] = handler
+        self._poller.register(fd, zmq.POLLIN)
 
     def register(self, command: Command) -> None:
         self.commands[command.name] = command
@@ -168,8 +176,17 @@ class ApiServer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            if not self.router.poll(int(remaining * 1000) + 1, zmq.POLLIN):
+            ready = dict(self._poller.poll(int(remaining * 1000) + 1))
+            if not ready:
                 return
+            for fd, handler in self._fd_handlers.items():
+                if fd in ready:
+                    try:
+                        handler()
+                    except Exception:
+                        log.exception("handler of fd %d failed", fd)
+            if self.router not in ready:
+                continue
             # Drain what is queued before checking the clock again.
             for _ in range(1000):
                 try:

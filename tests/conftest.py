@@ -7,12 +7,18 @@ as green.  Tests of ../shared/data skip only where that folder is absent.
 
 from __future__ import annotations
 
+import itertools
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests" / "lab"))
+
+from daemon_harness import daemon_config, start_daemon  # noqa: E402
+from lab import Lab  # noqa: E402
 SHARED_DATA = REPO.parent / "shared" / "data"
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 IS_ROOT = os.geteuid() == 0
@@ -57,17 +63,7 @@ def shared_data() -> Path:
 
 
 # -- the lab and a real daemon in it -------------------------------------------------
-import itertools  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 
-sys.path.insert(0, str(REPO / "tests" / "lab"))
-from lab import Lab  # noqa: E402
-
-VENV_BIN = Path(sys.executable).parent
 _lab_counter = itertools.count()
 
 
@@ -80,60 +76,6 @@ def lab():
         yield instance
     finally:
         instance.down()
-
-
-def daemon_config(tmp: Path, interfaces: dict[str, str], extra: str = "") -> Path:
-    """A config whose sockets and state live under `tmp` (so tests never collide)."""
-    run = tmp / "run"
-    lines = [
-        "[daemon]", f'runtime_dir = "{run}"', f'state_dir = "{tmp / "state"}"', "",
-        "[api]", f'events = "ipc://{run}/events.sock"', f'control = "ipc://{run}/control.sock"',
-        'socket_group = ""', "",
-    ]
-    for name, role in interfaces.items():
-        lines += [f"[interfaces.{name}]", f'role = "{role}"', ""]
-    path = tmp / "anabranch.toml"
-    path.write_text("\n".join(lines) + extra)
-    return path
-
-
-@dataclass
-class RunningDaemon:
-    process: subprocess.Popen
-    config: Path
-    control: str
-    events: str
-    log: Path
-
-    def client(self, timeout_s: float = 5.0):
-        from anabranch.client import Client
-        return Client(self.control, timeout_s=timeout_s, retries=0)
-
-    def wait_ready(self, timeout_s: float = 60.0) -> dict:
-        from anabranch.client import DaemonUnreachable
-        deadline = time.monotonic() + timeout_s
-        with self.client(timeout_s=1.0) as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise AssertionError(f"anabranchd exited {self.process.returncode}:\n{self.log.read_text()}")
-                try:
-                    return client.call("status")
-                except DaemonUnreachable:
-                    time.sleep(0.2)
-        raise AssertionError(f"anabranchd not ready in {timeout_s} s:\n{self.log.read_text()}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return self.process.wait(timeout_s)
-
-
-def start_daemon(lab: Lab, config: Path, log: Path) -> RunningDaemon:
-    run = config.parent / "run"
-    with log.open("ab") as sink:
-        process = subprocess.Popen(lab.cmd("gw", str(VENV_BIN / "anabranchd"), "--config", str(config)),
-                                   stdout=sink, stderr=subprocess.STDOUT)
-    return RunningDaemon(process, config, f"ipc://{run}/control.sock", f"ipc://{run}/events.sock", log)
 
 
 @pytest.fixture

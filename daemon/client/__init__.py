@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -108,17 +109,26 @@ class Subscriber:
         self._socket.connect(endpoint)
 
     def receive(self, timeout_s: float | None = None) -> tuple[str, dict[str, Any]] | None:
-        """One message, or None when nothing arrives within `timeout_s`."""
-        timeout_ms = None if timeout_s is None else int(timeout_s * 1000)
-        while self._socket.poll(timeout_ms, zmq.POLLIN):
+        """One message, or None when no valid one arrives within `timeout_s`.
+
+        The deadline holds across rejected messages: a stream of garbage cannot
+        keep a caller waiting forever."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            if deadline is None:
+                timeout_ms = None
+            else:
+                timeout_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            if not self._socket.poll(timeout_ms, zmq.POLLIN):
+                return None
             frames = self._socket.recv_multipart()
-            if len(frames) != 2:
-                continue
-            try:
-                return frames[0].decode(), messages.unpack(frames[1], max_bytes=1 << 30)
-            except (ProtocolError, UnicodeDecodeError):
-                continue
-        return None
+            if len(frames) == 2:
+                try:
+                    return frames[0].decode(), messages.unpack(frames[1], max_bytes=1 << 30)
+                except (ProtocolError, UnicodeDecodeError):
+                    pass
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
 
     def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
         while True:

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import VENV_BIN, daemon_config, start_daemon
+from daemon_harness import VENV_BIN, daemon_config, start_daemon
 
 pytestmark = [pytest.mark.root, pytest.mark.lab]
 
@@ -118,3 +118,55 @@ def test_the_cli_says_when_the_daemon_is_not_running(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 3
     assert "is anabranchd running?" in result.stderr
+
+
+def wait_for(daemon, predicate, timeout_s: float = 2.0) -> dict:
+    """The first status satisfying `predicate` within `timeout_s`, else fail with the last."""
+    deadline = time.monotonic() + timeout_s
+    with daemon.client() as client:
+        while True:
+            status = client.call("status")
+            if predicate(status) or time.monotonic() > deadline:
+                return status
+            time.sleep(0.05)
+
+
+def iface(status: dict, name: str) -> dict:
+    return next(i for i in status["interfaces"] if i["name"] == name)
+
+
+def test_a_wan_link_deleted_recreated_renamed_and_flapped_is_followed_within_2_s(lab, tmp_path):
+    lab.run("gw", "ip", "link", "add", "wan7", "type", "veth", "peer", "name", "wan7p")
+    lab.run("gw", "ip", "link", "set", "wan7", "up")
+    lab.run("gw", "ip", "link", "set", "wan7p", "up")
+    daemon = start_daemon(lab, daemon_config(tmp_path, {"wan7": "wan"}), tmp_path / "d.log")
+    try:
+        assert iface(daemon.wait_ready(), "wan7")["attached"]
+
+        lab.run("gw", "ip", "link", "del", "wan7")
+        status = wait_for(daemon, lambda s: not iface(s, "wan7")["attached"])
+        assert not iface(status, "wan7")["attached"]
+        assert status["link_changes"][-1]["change"] == "deleted"
+
+        lab.run("gw", "ip", "link", "add", "wan7", "type", "veth", "peer", "name", "wan7p")
+        status = wait_for(daemon, lambda s: iface(s, "wan7")["attached"])
+        assert iface(status, "wan7")["attached"]
+        assert "anabranch_egress" in tc_state(lab, "wan7")[2]
+
+        lab.run("gw", "ip", "link", "set", "wan7", "name", "old7")
+        status = wait_for(daemon, lambda s: not iface(s, "wan7")["attached"])
+        assert status["link_changes"][-1]["change"] == "renamed to old7"
+        assert "anabranch" not in tc_state(lab, "old7")[2]  # our filters left with the name
+
+        lab.run("gw", "ip", "link", "set", "old7", "name", "wan7")
+        lab.run("gw", "ip", "link", "set", "wan7", "up")
+        lab.run("gw", "ip", "link", "set", "wan7p", "up")
+        status = wait_for(daemon, lambda s: iface(s, "wan7")["attached"] and iface(s, "wan7")["oper_up"])
+        assert iface(status, "wan7")["oper_up"] is True
+
+        lab.run("gw", "ip", "link", "set", "wan7p", "down")
+        status = wait_for(daemon, lambda s: iface(s, "wan7")["oper_up"] is False)
+        assert iface(status, "wan7")["oper_up"] is False and iface(status, "wan7")["attached"]
+    finally:
+        assert daemon.stop() == 0
+    assert "clsact" not in tc_state(lab, "wan7")[0]

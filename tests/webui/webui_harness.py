@@ -1,0 +1,405 @@
+"""Test harness for the web UI, reusable by end-to-end tests.
+
+Import it from any test (pytest puts tests/webui on sys.path only for tests in
+that folder, so elsewhere add it first):
+
+    sys.path.insert(0, str(REPO / "tests" / "webui"))
+    from webui_harness import StreamPublisher, write_config, webui_server, login, open_websocket
+
+Pieces, each usable alone:
+- `StreamPublisher(endpoint, tick_s)`: a stand-in daemon; a real ZeroMQ PUB socket
+  that sends `state` and `flows` (schema v1, built with anabranch.client.messages)
+  every tick.  `pause()`/`resume()` make the daemon vanish and return.
+- `write_config(directory, events=..., password=...)`: a config file for the web UI
+  with its password and key files under `directory`; returns its path.
+- `webui_server(config_path)`: runs the real `anabranch-webui` (gunicorn) on a free
+  loopback port; yields a `RunningWebUI` with `.base_url`; stops it with SIGTERM.
+- `login(base_url, password)`: logs in over HTTP; returns the Cookie header value.
+- `open_websocket(base_url, cookie)`: a logged-in websocket to /ws;
+  `next_message(ws, type)` waits for one message of a type.
+- `launch_chromium(playwright)` and `browser_login(page, base_url, password)`:
+  Debian's /usr/bin/chromium, headless, driven by Playwright.
+- In-process: `make_app(config_path)` (relay not started unless asked),
+  `serving(app)` (a threaded HTTP server on a free port, yields its URL), and
+  `log_in(test_client)` for the Flask test client.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from anabranch.client import messages
+from anabranch.webui.credentials import hash_password, write_password_hash
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "build" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+PASSWORD = "correct horse battery staple"
+# Test hashes are cheap (the real default costs half a second per login).
+TEST_SCRYPT_LOG2_N = 10
+SESSION_COOKIE = "anabranch_session"
+
+
+# ---- a stand-in daemon ------------------------------------------------------
+
+def sample_flow(n: int, seq: int = 0) -> dict[str, Any]:
+    """The n-th flow of a small, varied, deterministic LAN (IPv4 and IPv6)."""
+    kinds = [
+        ("tcp", 443, "interactive", "port 443 (default class)"),
+        ("udp", 16390, "voice", "port 16390 (RTP)"),
+        ("tcp", 1935, "video", "port 1935 (RTMP)"),
+        ("tcp", 22, "file", "port 22 (SSH)"),
+        ("udp", 53, "background", "port 53 (DNS)"),
+        ("icmp", 0, "interactive", "default class"),
+    ]
+    proto, dport, cls, reason = kinds[n % len(kinds)]
+    family = 6 if n % 4 == 3 else 4
+    if family == 4:
+        src, dst = f"192.168.1.{10 + n % 40}", f"203.0.113.{20 + n % 200}"
+    else:
+        src, dst = f"fd00:1::{10 + n:x}", f"2001:db8:40::{n:x}"
+    wave = 1.0 + 0.5 * math.sin((seq + n) / 3.0)
+    bps_down = int(wave * 40_000_000 / (n + 1))
+    bps_up = int(wave * 4_000_000 / (n + 2))
+    if proto == "icmp":
+        proto_family = "icmpv6" if family == 6 else "icmp"
+        sport = dport = 0
+    else:
+        proto_family, sport = proto, 51514 + n
+    return {
+        "id": f"{n:016x}", "iface": "wan0" if n % 3 else "wan1", "proto": proto_family,
+        "family": family, "src": src, "sport": sport, "dst": dst, "dport": dport,
+        "packets_up": 40 * (seq + 1) + n, "packets_down": 90 * (seq + 1) + n,
+        "bytes_up": bps_up // 8 * (seq + 1), "bytes_down": bps_down // 8 * (seq + 1),
+        "bps_up": bps_up, "bps_down": bps_down,
+        "first_seen": 1_700_000_000.0, "last_seen": 1_700_000_000.0 + seq,
+        "class": cls, "reason": reason,
+    }
+
+
+def sample_state(seq: int, ts: float, flows: list[dict[str, Any]], tick_ms: int) -> dict[str, Any]:
+    up = sum(f["bps_up"] for f in flows)
+    down = sum(f["bps_down"] for f in flows)
+    return {
+        "daemon": {"version": "0.1.0", "pid": 4242, "uptime_s": 3725 + seq * tick_ms / 1000,
+                   "tick_s": tick_ms / 1000, "tick_ms": 2.5},
+        "interfaces": [
+            {"name": "wan0", "ifindex": 2, "role": "wan", "attached": True,
+             "up_bps": up * 2 // 3, "down_bps": down * 2 // 3},
+            {"name": "wan1", "ifindex": 3, "role": "wan", "attached": True,
+             "up_bps": up // 3, "down_bps": down // 3},
+            {"name": "lan0", "ifindex": 4, "role": "lan", "attached": True,
+             "up_bps": up, "down_bps": down},
+        ],
+        "totals": {"flows": len(flows), "up_bps": up, "down_bps": down,
+                   "up_pps": up // 9000, "down_pps": down // 11000,
+                   "bytes_up": up // 8 * (seq + 1), "bytes_down": down // 8 * (seq + 1)},
+    }
+
+
+@dataclass
+class StreamPublisher:
+    """A ZeroMQ PUB bound at `endpoint` that publishes `state` and `flows` every tick."""
+
+    endpoint: str
+    tick_s: float = 0.1
+    flow_count: int = 14
+    # Extra characters per flow (in `reason`), to make big messages on purpose.
+    padding: int = 0
+    seq: int = 0
+    _running: threading.Event = field(default_factory=threading.Event)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _socket: zmq.Socket | None = None
+
+    def flows(self, seq: int) -> list[dict[str, Any]]:
+        flows = [sample_flow(n, seq) for n in range(self.flow_count)]
+        if self.padding:
+            for flow in flows:
+                flow["reason"] += " " + "x" * self.padding
+        return flows
+
+    def __enter__(self) -> StreamPublisher:
+        sock = zmq.Context.instance().socket(zmq.PUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(self.endpoint)
+        self._socket = sock
+        self._running.set()
+        self._thread = threading.Thread(target=self._run, name="test-publisher", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if self._socket is not None:
+            self._socket.close(0)
+
+    def pause(self) -> None:
+        """Stop publishing: to the web UI the daemon has gone."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def _run(self) -> None:
+        tick_ms = max(1, int(self.tick_s * 1000))
+        while not self._stop.is_set():
+            if self._running.is_set():
+                self.seq += 1
+                now = time.time()
+                flows = self.flows(self.seq)
+                self._socket.send_multipart(
+                    messages.event("state", self.seq, now, sample_state(self.seq, now, flows, tick_ms)))
+                self._socket.send_multipart(messages.event("flows", self.seq, now, {
+                    "snapshot": True, "count": len(flows), "flows": flows}))
+            self._stop.wait(self.tick_s)
+
+
+# ---- configuration ----------------------------------------------------------
+
+def write_config(directory: Path, events: str | None = None, password: str | None = PASSWORD,
+                 threads: int = 8, tick_s: float = 1.0, listen: str = "127.0.0.1:8080") -> Path:
+    """A web UI config whose files all live under `directory`; returns its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    events = events or f"ipc://{directory}/events.sock"
+    path = directory / "anabranch.toml"
+    path.write_text(
+        f'[daemon]\ntick_s = {tick_s}\n\n'
+        f'[api]\nevents = "{events}"\ncontrol = "ipc://{directory}/control.sock"\n\n'
+        f'[webui]\nlisten = "{listen}"\npassword_file = "{directory}/webui.passwd"\n'
+        f'secret_key_file = "{directory}/webui.secret"\nthreads = {threads}\n')
+    if password is not None:
+        write_password_hash(directory / "webui.passwd", hash_password(password, log2_n=TEST_SCRYPT_LOG2_N))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- the real server --------------------------------------------------------
+
+def webui_command() -> list[str]:
+    script = Path(sys.executable).parent / "anabranch-webui"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "anabranch.webui.main"]
+
+
+@dataclass
+class RunningWebUI:
+    base_url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout_s: float = 10.0) -> int:
+        """SIGTERM and wait; returns the exit status (kills it after `timeout_s`)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def _wait_until_serving(server: RunningWebUI, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(server.base_url + "/login", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"anabranch-webui did not serve within {timeout_s} s:\n{server.log()}")
+
+
+@contextmanager
+def webui_server(config_path: Path, timeout_s: float = 20.0,
+                 env: dict[str, str] | None = None) -> Iterator[RunningWebUI]:
+    """The real `anabranch-webui --config FILE --listen 127.0.0.1:<free port>`."""
+    log_path = Path(config_path).with_name("webui.log")
+    for _attempt in range(3):
+        port = free_port()
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(
+                [*webui_command(), "--config", str(config_path), "--listen", f"127.0.0.1:{port}"],
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        server = RunningWebUI(f"http://127.0.0.1:{port}", process, log_path)
+        try:
+            if _wait_until_serving(server, timeout_s):
+                break
+        except BaseException:
+            server.stop()
+            raise
+        # Another test took the port between free_port() and gunicorn's bind.
+        if "Address already in use" not in server.log():
+            raise RuntimeError(f"anabranch-webui exited with {process.returncode}:\n{server.log()}")
+    else:
+        raise RuntimeError(f"anabranch-webui found no free port:\n{server.log()}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# ---- clients ----------------------------------------------------------------
+
+_CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def login(base_url: str, password: str = PASSWORD) -> str:
+    """Log in through the form like a browser; returns the `Cookie` header value."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(base_url + "/login", timeout=10) as response:
+        token = _CSRF_FIELD.search(response.read().decode()).group(1)
+    form = urllib.parse.urlencode({"csrf_token": token, "password": password, "next": "/"}).encode()
+    with opener.open(base_url + "/login", data=form, timeout=10) as response:
+        if urllib.parse.urlsplit(response.url).path != "/":
+            raise RuntimeError(f"login failed: ended at {response.url}")
+    cookies = [f"{c.name}={c.value}" for c in jar if c.name == SESSION_COOKIE]
+    if not cookies:
+        raise RuntimeError("login set no session cookie")
+    return "; ".join(cookies)
+
+
+def _websocket_client_class():
+    import simple_websocket
+
+    class Client(simple_websocket.Client):
+        """simple-websocket's client, with a `Host` header that carries the port (as
+        browsers send it, and the same-origin check expects) and no socket leak when
+        the server refuses."""
+
+        def handshake(self):
+            if self.port not in (80, 443):
+                self.host = f"{self.host}:{self.port}"
+            try:
+                super().handshake()
+            except BaseException:
+                self.sock.close()
+                raise
+
+    return Client
+
+
+@contextmanager
+def open_websocket(base_url: str, cookie: str | None, origin: str | None = None):
+    """A websocket to `/ws` carrying the session cookie (simple-websocket's client).
+
+    A refused handshake raises simple_websocket.ConnectionError (`.status_code`).
+    """
+    import simple_websocket
+
+    headers = {}
+    if cookie:
+        headers["Cookie"] = cookie
+    if origin:
+        headers["Origin"] = origin
+    ws = _websocket_client_class().connect(base_url.replace("http://", "ws://", 1) + "/ws", headers=headers)
+    try:
+        yield ws
+    finally:
+        try:
+            ws.close()
+        except simple_websocket.ConnectionClosed:
+            pass
+
+
+def next_message(ws, kind: str, timeout_s: float = 10.0, where=None) -> dict[str, Any]:
+    """The next JSON message of type `kind` (and matching `where(message)`, if given)."""
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        raw = ws.receive(timeout=left)
+        if raw is None:
+            break
+        message = json.loads(raw)
+        if message.get("type") == kind and (where is None or where(message)):
+            return message
+    raise TimeoutError(f"no {kind!r} message within {timeout_s} s")
+
+
+# ---- the app in this process (Flask test client, or a threaded HTTP server) -----
+
+def make_app(config_path: Path, **overrides):
+    """The Flask app for tests; its relay starts only with RELAY_AUTOSTART=True."""
+    from anabranch.webui.app import create_app
+
+    return create_app({"ANABRANCH_CONFIG": str(config_path), "TESTING": True,
+                       "RELAY_AUTOSTART": False, **overrides})
+
+
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """`app` behind a threaded HTTP server on a free port; yields its base URL."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name="test-http", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        app.extensions["anabranch.relay"].stop()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def csrf_from(response) -> str:
+    """The CSRF token in a page fetched with the Flask test client."""
+    return _CSRF_FIELD.search(response.get_data(as_text=True)).group(1)
+
+
+def log_in(client, password: str = PASSWORD, next_url: str = "/"):
+    """Post the login form with the Flask test client; returns the response."""
+    token = csrf_from(client.get("/login"))
+    return client.post("/login", data={"csrf_token": token, "password": password, "next": next_url})
+
+
+# ---- the browser ------------------------------------------------------------
+
+def launch_chromium(playwright):
+    """Debian's Chromium, headless; never a downloaded browser."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def browser_login(page, base_url: str, password: str = PASSWORD) -> None:
+    """Log `page` in through the form and wait for the dashboard."""
+    page.goto(base_url + "/")
+    page.get_by_label("Administrator password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(base_url + "/")

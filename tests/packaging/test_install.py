@@ -121,8 +121,9 @@ def test_package_creates_user_directories_and_a_conffile(package):
     conffiles = subprocess.run(["dpkg-query", "-W", "-f=${Conffiles}", "anabranch"],
                                capture_output=True, text=True).stdout
     assert "/etc/anabranch/anabranch.toml" in conffiles
+    # The web UI refuses a session key anyone else may read.
     secret = Path("/var/lib/anabranch/webui.secret").stat()
-    assert secret.st_mode & 0o777 == 0o640 and secret.st_gid == grp.getgrnam("anabranch").gr_gid
+    assert secret.st_mode & 0o777 == 0o600 and secret.st_uid == pwd.getpwnam("anabranch").pw_uid
     # Units are enabled (deb-systemd-helper records it even without systemd running).
     assert Path("/etc/systemd/system/multi-user.target.wants/anabranchd.service").is_symlink()
 
@@ -179,7 +180,8 @@ def test_installed_webui_serves_the_login_page_as_its_own_user(package, tmp_path
     assert "first password" in package.stdout
     initial = Path("/etc/anabranch/webui.initial-password").stat()
     assert initial.st_mode & 0o777 == 0o600 and initial.st_uid == 0
-    assert Path("/etc/anabranch/webui.passwd").stat().st_gid == grp.getgrnam("anabranch").gr_gid
+    stored = Path("/etc/anabranch/webui.passwd").stat()
+    assert stored.st_uid == pwd.getpwnam("anabranch").pw_uid and stored.st_mode & 0o777 == 0o600
     port = _free_port()
     # pytest's tmp_path sits under a root-only 0700 directory: the web UI's
     # user could not read a config there.

@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import VENV_BIN, RunningDaemon, daemon_config
+from daemon_harness import VENV_BIN, RunningDaemon, daemon_config
 from test_units import unit_settings
 
 pytestmark = [pytest.mark.root, pytest.mark.lab]

@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from daemon_harness import REPO
 from lab import CLIENT_V4, SERVER_V4, Lab
 
 pytestmark = [pytest.mark.root, pytest.mark.lab]
@@ -124,8 +124,12 @@ def test_package_creates_user_directories_and_a_conffile(package):
     # The web UI refuses a session key anyone else may read.
     secret = Path("/var/lib/anabranch/webui.secret").stat()
     assert secret.st_mode & 0o777 == 0o600 and secret.st_uid == pwd.getpwnam("anabranch").pw_uid
-    # Units are enabled (deb-systemd-helper records it even without systemd running).
+    # Units are enabled (deb-systemd-helper records it even without systemd running)
+    # and valid where installed, with the real executables behind them.
     assert Path("/etc/systemd/system/multi-user.target.wants/anabranchd.service").is_symlink()
+    verify = subprocess.run(["systemd-analyze", "verify", "/lib/systemd/system/anabranchd.service",
+                             "/lib/systemd/system/anabranch-webui.service"], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stderr
 
 
 def test_daemon_stays_down_until_the_config_names_a_real_interface(package, lab, tmp_path):

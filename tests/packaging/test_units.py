@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from daemon_harness import REPO
 
 SYSTEMD = REPO / "systemd"
 UNITS = ("anabranchd.service", "anabranch-webui.service")

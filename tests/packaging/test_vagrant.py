@@ -6,7 +6,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import REPO
+from daemon_harness import REPO
 
 VAGRANT = REPO / "vagrant"
 

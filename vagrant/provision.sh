@@ -57,6 +57,11 @@ client)
     ip mptcp limits set subflows 2 add_addr_accepted 2
     ip mptcp endpoint flush
     ip mptcp endpoint add "$(nth "$CLIENT_V4" 2)" dev "$(dev_of "$(nth "$CLIENT_V4" 2)")" subflow
+    # The minimal boxes may lack them; the checks need both.
+    if ! command -v python3 >/dev/null || ! command -v ping >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3 iputils-ping
+    fi
     python3 /vagrant/tests/lab/checks.py reach --from "$CLIENT_V4" --to "$SERVER_V4"
     ;;
 *)

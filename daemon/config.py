@@ -47,6 +47,12 @@ class ApiSettings:
     control: str = "ipc:///run/anabranch/control.sock"
     # Group that may use the ipc:// sockets (mode 0660); empty keeps root's group.
     socket_group: str = "anabranch"
+    # CURVE for tcp:// endpoints (both files from `anabranch keygen`): the
+    # server's secret certificate and a folder of allowed clients' public ones.
+    curve_server_key: str = ""
+    curve_clients_dir: str = ""
+    # `flows` messages are deltas between full snapshots sent this many ticks apart.
+    snapshot_every: int = 10
 
 
 @dataclass(frozen=True)
@@ -149,9 +155,9 @@ def _endpoint(value: Any) -> str | None:
         return "must be a string"
     if value.startswith("ipc://") and len(value) > len("ipc://"):
         return None
-    if value.startswith("tcp://"):
-        return "tcp:// endpoints need CURVE keys, which this version does not configure yet; use ipc://"
-    return "must be an ipc:// endpoint"
+    if re.match(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+|\*):[0-9]{1,5}$", value):
+        return None
+    return "must be an ipc:///PATH or tcp://HOST:PORT endpoint"
 
 
 def _listen(value: Any) -> str | None:
@@ -205,7 +211,17 @@ def parse(document: dict[str, Any], source: str = "<string>") -> Config:
         control=r.get("control", api_defaults.control, _endpoint),
         socket_group=r.get("socket_group", api_defaults.socket_group,
                            _string(re.compile(r"^[a-z_][a-z0-9_-]*$|^$"), what="a group name or empty")),
+        curve_server_key=r.get("curve_server_key", "", _string(re.compile(r"^/"), what="an absolute path")),
+        curve_clients_dir=r.get("curve_clients_dir", "", _string(re.compile(r"^/"), what="an absolute path")),
+        snapshot_every=r.get("snapshot_every", api_defaults.snapshot_every, _number(1, 3600, integer=True)),
     )
+    for key in ("events", "control"):
+        if getattr(api, key).startswith("tcp://") and not (api.curve_server_key and api.curve_clients_dir):
+            errors.append(f"api.{key}: a tcp:// endpoint needs CURVE keys: set api.curve_server_key and "
+                          f"api.curve_clients_dir (make the keys with `anabranch keygen`), got "
+                          f"{_show(getattr(api, key))}")
+    if bool(api.curve_server_key) != bool(api.curve_clients_dir):
+        errors.append("api.curve_server_key: set together with api.curve_clients_dir (both or neither)")
     r.finish()
 
     interfaces = []

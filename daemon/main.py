@@ -17,7 +17,6 @@ import faulthandler
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from importlib import metadata
@@ -26,18 +25,21 @@ from typing import Any
 
 import numpy as np
 
-from anabranch.client import messages
 from anabranch.controller.flows import DOWN, UP, FlowRates, FlowTable
 
+from . import commands
 from . import config as config_mod
 from . import kstructs
+from .estimate import load_forecaster
 from .notify import Notifier
-from .server import ApiServer, Arg, Command, CommandError
+from .records import FlowRecords
+from .server import ApiServer, CurveKeys
+from .state import AlertBook, Policy
+from .stream import Stream
 
 log = logging.getLogger("anabranchd")
 
 PROGRAM_NAMES = {"ingress": "anabranch_ingress", "egress": "anabranch_egress"}
-SORT_KEYS = ("rate", "bytes", "first_seen", "last_seen")
 
 
 def version() -> str:
@@ -45,15 +47,6 @@ def version() -> str:
         return metadata.version("anabranch")
     except metadata.PackageNotFoundError:
         return "0+unknown"
-
-
-def _addresses(family: np.ndarray, raw: np.ndarray) -> list[str]:
-    out = []
-    for fam, addr in zip(family.tolist(), raw):
-        data = addr.tobytes()
-        out.append(socket.inet_ntop(socket.AF_INET, data[:4]) if fam == kstructs.FAMILY_V4
-                   else socket.inet_ntop(socket.AF_INET6, data))
-    return out
 
 
 class Daemon:
@@ -65,6 +58,7 @@ class Daemon:
         self.reload_requested = False
         self.rates = FlowRates()
         self.table: FlowTable | None = None
+        self.records = FlowRecords()
         self.tick_ms = 0.0
         self.ticks = 0
         self.iface_names: dict[int, str] = {}
@@ -75,6 +69,10 @@ class Daemon:
         self.datapath = None
         self.hooks = None
         self.server: ApiServer | None = None
+        self.policy: Policy | None = None
+        self.alerts: AlertBook | None = None
+        self.stream: Stream | None = None
+        self.forecaster = None
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -85,9 +83,14 @@ class Daemon:
         runtime.mkdir(parents=True, exist_ok=True, mode=0o755)
         self.datapath = Datapath(BuildOptions(flow_map_size=self.config.daemon.flow_map_size))
         self.hooks = TcHooks(Ledger.load(runtime / "kernel-state.json"))
-        self.server = ApiServer(self.config.api.events, self.config.api.control,
-                                group=self.config.api.socket_group)
-        self._register_commands()
+        api = self.config.api
+        curve = CurveKeys(api.curve_server_key, api.curve_clients_dir) if api.curve_server_key else None
+        self.server = ApiServer(api.events, api.control, group=api.socket_group, curve=curve)
+        self.policy = Policy.load(self.config.daemon.state_dir)
+        self.alerts = AlertBook(self.policy, lambda body: self.server.publish("alerts", body))
+        self.forecaster = load_forecaster()
+        self.stream = Stream(self.server, self, snapshot_every=api.snapshot_every)
+        commands.register(self.server, self)
         from .links import LinkWatcher
         self.links = LinkWatcher()
         self.server.watch_fd(self.links.fileno(), self._on_link_events)
@@ -206,13 +209,9 @@ class Daemon:
 
     def _reload(self) -> None:
         try:
-            fresh = config_mod.load(self.config.source)
+            self.reload_config()
         except config_mod.ConfigError as exc:
             log.error("reload refused, keeping the running configuration:\n%s", exc)
-            return
-        log.info("configuration reloaded from %s (interface changes apply at restart)",
-                 self.config.source)
-        self.config = fresh
 
     # -- the tick ---------------------------------------------------------------
     def tick(self) -> None:
@@ -232,38 +231,9 @@ class Daemon:
         if self.ticks % 10 == 0:
             self.notifier.status(self._status_line())
 
-    def _epoch(self, mono_ns: np.ndarray) -> np.ndarray:
-        offset = time.time() - time.clock_gettime_ns(time.CLOCK_MONOTONIC) / 1e9
-        return mono_ns.astype(np.float64) / 1e9 + offset
-
     def flow_records(self, rows: np.ndarray) -> list[dict[str, Any]]:
-        table = self.table
-        keys = table.keys[rows]
-        family = keys["family"]
-        src = _addresses(family, keys["lan_addr"])
-        dst = _addresses(family, keys["remote_addr"])
-        first = self._epoch(table.first_seen_ns[rows]).tolist()
-        last = self._epoch(table.last_seen_ns[rows]).tolist()
-        packets = table.packets[rows].tolist()
-        octets = table.bytes[rows].tolist()
-        bps = table.bps[rows].tolist()
-        records = []
-        for i, row in enumerate(rows.tolist()):
-            key = keys[i]
-            records.append({
-                "id": f"{int(table.ids[row]):016x}",
-                "iface": self.iface_names.get(int(key["ifindex"]), str(int(key["ifindex"]))),
-                "proto": kstructs.proto_name(key["proto"]),
-                "family": int(family[i]),
-                "src": src[i], "sport": int(key["lan_port"]),
-                "dst": dst[i], "dport": int(key["remote_port"]),
-                "packets_up": packets[i][UP], "packets_down": packets[i][DOWN],
-                "bytes_up": octets[i][UP], "bytes_down": octets[i][DOWN],
-                "bps_up": bps[i][UP], "bps_down": bps[i][DOWN],
-                "first_seen": first[i], "last_seen": last[i],
-                "class": None, "reason": None,
-            })
-        return records
+        offset = time.time() - time.clock_gettime_ns(time.CLOCK_MONOTONIC) / 1e9
+        return self.records.build(self.table, rows, self.iface_names, offset)
 
     def interfaces(self) -> list[dict[str, Any]]:
         result = []
@@ -295,55 +265,22 @@ class Daemon:
         }
 
     def _publish(self) -> None:
-        now = time.time()
-        self.server.publish("state", self.state(), now)
-        rows = self.table.top(self.config.daemon.publish_flows)
-        self.server.publish("flows", {"snapshot": True, "count": len(self.table),
-                                      "flows": self.flow_records(rows)}, now)
+        self.stream.tick(time.time())
 
     def _status_line(self) -> str:
         attached = len(self.hooks.attached) if self.hooks else 0
         flows = len(self.table) if self.table is not None else 0
         return f"{attached} interface(s) attached, {flows} flows, tick {self.tick_ms:.1f} ms"
 
-    # -- commands -------------------------------------------------------------------
-    def _register_commands(self) -> None:
-        self.server.register(Command("status", lambda args: self.state(),
-                                     summary="daemon, interfaces, totals and datapath errors"))
-        self.server.register(Command("flows", self._cmd_flows, summary="active flows, filtered and sorted", args={
-            "limit": Arg((int,), low=1, high=100_000),
-            "sort": Arg((str,), choices=SORT_KEYS),
-            "iface": Arg((str,), max_len=15),
-            "proto": Arg((str,), max_len=8),
-            "host": Arg((str,), max_len=64),
-        }))
-
-    def _cmd_flows(self, args: dict[str, Any]) -> dict[str, Any]:
-        table = self.table
-        if table is None:
-            raise CommandError(messages.E_UNAVAILABLE, "no sweep yet; try again in a second")
-        mask = np.ones(len(table), dtype=bool)
-        if "iface" in args:
-            ifindex = next((i for i, n in self.iface_names.items() if n == args["iface"]), None)
-            if ifindex is None:
-                raise CommandError(messages.E_NOT_FOUND, f"args.iface: no attached interface {args['iface']!r}")
-            mask &= table.by_port(ifindex)
-        if "proto" in args:
-            numbers = [n for n, name in kstructs.PROTO_NAMES.items() if name == args["proto"]]
-            if not numbers:
-                raise CommandError(messages.E_INVALID,
-                                   f"args.proto: one of {', '.join(kstructs.PROTO_NAMES.values())}")
-            mask &= table.keys["proto"] == numbers[0]
-        rows = np.flatnonzero(mask)
-        sort = args.get("sort", "rate")
-        weight = {"rate": lambda r: table.bps[r].sum(axis=1),
-                  "bytes": lambda r: table.bytes[r].sum(axis=1).astype(np.float64),
-                  "first_seen": lambda r: table.first_seen_ns[r].astype(np.float64),
-                  "last_seen": lambda r: table.last_seen_ns[r].astype(np.float64)}[sort](rows)
-        rows = rows[np.argsort(-weight, kind="stable")]
-        records = self.flow_records(rows) if "host" not in args else [
-            r for r in self.flow_records(rows) if args["host"] in (r["src"], r["dst"])]
-        return {"count": len(records), "flows": records[: args.get("limit", 100)]}
+    # -- what the API reads and changes ---------------------------------------------------
+    def reload_config(self) -> str:
+        """Re-read the TOML (the `config.reload` command); raises ConfigError and keeps the old one."""
+        fresh = config_mod.load(self.config.source)
+        self.config = fresh
+        if self.server is not None and fresh.api.curve_clients_dir:
+            self.server.allowed_clients_changed(fresh.api.curve_clients_dir)
+        log.info("configuration reloaded from %s (interface changes apply at restart)", fresh.source)
+        return fresh.source
 
 
 def cleanup(config: config_mod.Config) -> int:

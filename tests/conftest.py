@@ -15,7 +15,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests" / "lab"))
+# Tests import with --import-mode=importlib (two test files may share a basename);
+# the helper modules beside them (lab, daemon_harness, webui_harness, flowgen, ...)
+# have distinct names and are found through these folders.
+for _helpers in ("lab", "webui", "controller", "daemon", "client"):
+    sys.path.insert(0, str(REPO / "tests" / _helpers))
 
 from daemon_harness import daemon_config, start_daemon  # noqa: E402
 from lab import Lab  # noqa: E402

@@ -62,7 +62,7 @@ def unpack(raw: bytes, max_bytes: int = MAX_REQUEST_BYTES) -> dict[str, Any]:
             max_str_len=max_bytes, max_bin_len=max_bytes, max_ext_len=0,
         )
     except Exception as exc:  # msgpack raises a zoo of exception types
-        raise ProtocolError(E_MALFORMED, f"not valid msgpack: {exc}") from None
+        raise ProtocolError(E_MALFORMED, f"not valid msgpack: {exc or type(exc).__name__}") from None
     if not isinstance(message, dict):
         raise ProtocolError(E_MALFORMED, f"expected a map, got {type(message).__name__}")
     if message.get("v") != SCHEMA_VERSION:

@@ -53,7 +53,7 @@ def test_unknown_sections_and_bad_interface_names_are_errors():
 
 
 def test_tcp_endpoints_are_refused_without_curve():
-    assert "need CURVE keys" in errors_of('[api]\ncontrol = "tcp://0.0.0.0:5555"\n')[0]
+    assert "needs CURVE keys" in errors_of('[api]\ncontrol = "tcp://0.0.0.0:5555"\n')[0]
 
 
 def test_booleans_are_not_numbers():

@@ -1,0 +1,174 @@
+"""Time series and the alerts log in SQLite (WAL): 1 s points for an hour, 1 min for
+7 days, 1 h for a year, downsampled by averaging as time passes; CSV/JSON export.
+
+One transaction per tick: a crash loses at most the tick being written, and a
+restart reopens the file and continues (downsampling catches up on what it missed).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from .alerts import Alert
+
+# (resolution s, retention s) of each level; level 0 is what ticks write.
+LEVELS = ((1, 3600), (60, 7 * 86400), (3600, 365 * 86400))
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS series (
+    level INTEGER NOT NULL, t INTEGER NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
+    metric TEXT NOT NULL, value REAL,
+    PRIMARY KEY (level, t, kind, subject, metric)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY, rule TEXT, metric TEXT, subject TEXT, severity TEXT, summary TEXT,
+    value REAL, threshold REAL, raised_at REAL, resolved_at REAL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+
+@dataclass(frozen=True)
+class Point:
+    kind: str        # "class", "link", "host", "connection", "total"
+    subject: str
+    metric: str
+    value: float
+
+
+class History:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a process crash loses nothing committed, power loss the last tick.
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- meta ---------------------------------------------------------------------------
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def load_state(self, key: str) -> object | None:
+        text = self._meta(f"state:{key}")
+        return json.loads(text) if text else None
+
+    def last_alert_id(self) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(id), 0) FROM alerts").fetchone()[0]
+
+    # -- the tick's write -----------------------------------------------------------------
+    def write(self, now: float, points: Iterable[Point], alerts: Iterable[Alert] = (),
+              state: dict[str, object] | None = None) -> None:
+        t = int(now)
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            db.executemany("INSERT OR REPLACE INTO series VALUES (0, ?, ?, ?, ?, ?)",
+                           ((t, p.kind, p.subject, p.metric, p.value) for p in points))
+            db.executemany("INSERT OR REPLACE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           ((a.id, a.rule, a.metric, a.subject, a.severity, a.summary, a.value,
+                             a.threshold, a.raised_at, a.resolved_at) for a in alerts))
+            for key, value in (state or {}).items():
+                self._set_meta(f"state:{key}", json.dumps(value))
+            self._downsample(t)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _downsample(self, t: int) -> None:
+        for level in (1, 2):
+            step, keep = LEVELS[level]
+            source_step, source_keep = LEVELS[level - 1]
+            bucket = t - t % step
+            done_text = self._meta(f"done:{level}")
+            if done_text is None:
+                self._set_meta(f"done:{level}", str(bucket))
+                continue
+            done = int(done_text)
+            if done >= bucket:
+                continue
+            # Average every complete bucket since the last run (catches up after a restart).
+            self.db.execute(
+                "INSERT OR REPLACE INTO series "
+                "SELECT ?, (t / ?) * ?, kind, subject, metric, AVG(value) FROM series "
+                "WHERE level = ? AND t >= ? AND t < ? GROUP BY t / ?, kind, subject, metric",
+                (level, step, step, level - 1, done, bucket, step))
+            self._set_meta(f"done:{level}", str(bucket))
+            self.db.execute("DELETE FROM series WHERE level = ? AND t < ?", (level - 1, t - source_keep))
+            if level == 2:
+                self.db.execute("DELETE FROM series WHERE level = 2 AND t < ?", (t - keep,))
+                self.db.execute("DELETE FROM alerts WHERE resolved_at < ?", (t - keep,))
+
+    # -- reading ----------------------------------------------------------------------------
+    def level_for(self, start: float, latest: float | None = None) -> int:
+        """The finest level that still holds `start`."""
+        if latest is None:
+            latest = self.db.execute("SELECT COALESCE(MAX(t), 0) FROM series WHERE level = 0").fetchone()[0]
+        for level, (_, keep) in enumerate(LEVELS):
+            if latest - start <= keep:
+                return level
+        return len(LEVELS) - 1
+
+    def series(self, start: float, end: float, level: int | None = None,
+               kinds: tuple[str, ...] | None = None) -> list[tuple[int, str, str, str, float]]:
+        level = self.level_for(start) if level is None else level
+        query = "SELECT t, kind, subject, metric, value FROM series WHERE level = ? AND t >= ? AND t <= ?"
+        args: list = [level, int(start), int(end)]
+        if kinds:
+            query += f" AND kind IN ({','.join('?' * len(kinds))})"
+            args += list(kinds)
+        return self.db.execute(query + " ORDER BY t, kind, subject, metric", args).fetchall()
+
+    def alerts(self, start: float, end: float) -> list[dict]:
+        rows = self.db.execute(
+            "SELECT id, rule, metric, subject, severity, summary, value, threshold, raised_at, resolved_at "
+            "FROM alerts WHERE raised_at <= ? AND (resolved_at IS NULL OR resolved_at >= ?) ORDER BY id",
+            (end, start)).fetchall()
+        names = ("id", "rule", "metric", "subject", "severity", "summary", "value", "threshold",
+                 "raised_at", "resolved_at")
+        return [dict(zip(names, row)) for row in rows]
+
+    def export(self, start: float, end: float, fmt: str = "json", level: int | None = None,
+               kinds: tuple[str, ...] | None = None) -> str:
+        """Series (and, in JSON, the alerts) between `start` and `end` (epoch s)."""
+        level = self.level_for(start) if level is None else level
+        rows = self.series(start, end, level, kinds)
+        resolution = LEVELS[level][0]
+        if fmt == "csv":
+            out = io.StringIO()
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(["t", "resolution_s", "kind", "subject", "metric", "value"])
+            writer.writerows((t, resolution, k, s, m, v) for t, k, s, m, v in rows)
+            return out.getvalue()
+        if fmt != "json":
+            raise ValueError(f'fmt: must be "csv" or "json", got "{fmt}"')
+        grouped: dict[tuple[str, str, str], list] = {}
+        for t, k, s, m, v in rows:
+            grouped.setdefault((k, s, m), []).append([t, v])
+        return json.dumps({
+            "start": start, "end": end, "resolution_s": resolution,
+            "series": [{"kind": k, "subject": s, "metric": m, "points": p} for (k, s, m), p in grouped.items()],
+            "alerts": self.alerts(start, end),
+        })
+
+    def size(self) -> dict[int, int]:
+        return dict(self.db.execute("SELECT level, COUNT(*) FROM series GROUP BY level").fetchall())
+
+
+def close_open_alerts(history: History, now: float) -> int:
+    """After a restart, alerts the previous run left open are resolved at `now`
+    (the new run raises them again if their condition still holds)."""
+    cursor = history.db.execute("UPDATE alerts SET resolved_at = ? WHERE resolved_at IS NULL", (now,))
+    return cursor.rowcount

@@ -1,0 +1,72 @@
+import csv
+import io
+import json
+
+from anabranch.controller.alerts import Alert
+from anabranch.controller.history import History, Point, close_open_alerts
+
+T0 = 1_767_225_600        # a whole hour
+
+
+def test_ticks_write_points_and_reopen_continues(tmp_path):
+    path = tmp_path / "history.sqlite"
+    h = History(path)
+    for i in range(3):
+        h.write(T0 + i, [Point("class", "video", "down_bps", 1000.0 * i)])
+    h.close()
+    h = History(path)
+    h.write(T0 + 3, [Point("class", "video", "down_bps", 3000.0)])
+    rows = h.series(T0, T0 + 10, level=0)
+    assert [r[4] for r in rows] == [0.0, 1000.0, 2000.0, 3000.0]
+    assert h.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_minutes_are_averaged_and_old_seconds_pruned(tmp_path):
+    h = History(tmp_path / "h.sqlite")
+    for i in range(0, 3 * 60):
+        h.write(T0 + i, [Point("link", "wan0", "rtt_p50_ms", float(i // 60))])
+    minutes = h.series(T0, T0 + 3600, level=1)
+    assert [(t - T0, v) for t, _, _, _, v in minutes] == [(0, 0.0), (60, 1.0)]
+    h.write(T0 + 2 * 3600, [Point("link", "wan0", "rtt_p50_ms", 9.0)])
+    assert h.size()[0] == 1                        # the 1 s level keeps one hour
+    hours = h.series(T0, T0 + 3 * 3600, level=2)
+    assert [(t - T0, round(v, 3)) for t, _, _, _, v in hours] == [(0, round((0 + 1 + 2) / 3, 3))]
+
+
+def test_downsampling_catches_up_after_a_restart_gap(tmp_path):
+    path = tmp_path / "h.sqlite"
+    h = History(path)
+    for i in range(30):
+        h.write(T0 + i, [Point("host", "10.0.0.1", "bytes_down", 10.0)])
+    h.close()
+    h = History(path)
+    h.write(T0 + 600, [Point("host", "10.0.0.1", "bytes_down", 20.0)])
+    assert [(t - T0, v) for t, _, _, _, v in h.series(T0, T0 + 3600, level=1)] == [(0, 10.0)]
+
+
+def test_alerts_log_and_export_csv_json(tmp_path):
+    h = History(tmp_path / "h.sqlite")
+    alert = Alert(1, "path_loss", "path.loss_pct", "wan0", "warning", "loss", 3.0, 2.0, T0 + 1)
+    h.write(T0 + 1, [Point("link", "wan0", "loss_pct", 3.0)], [alert])
+    alert.resolved_at = T0 + 2
+    h.write(T0 + 2, [Point("link", "wan0", "loss_pct", 0.0)], [alert])
+    rows = list(csv.reader(io.StringIO(h.export(T0, T0 + 5, "csv"))))
+    assert rows[0] == ["t", "resolution_s", "kind", "subject", "metric", "value"]
+    assert rows[1] == [str(T0 + 1), "1", "link", "wan0", "loss_pct", "3.0"]
+    doc = json.loads(h.export(T0, T0 + 5, "json"))
+    assert doc["series"][0]["points"] == [[T0 + 1, 3.0], [T0 + 2, 0.0]]
+    assert doc["alerts"][0]["resolved_at"] == T0 + 2
+    assert h.last_alert_id() == 1
+
+
+def test_alerts_left_open_by_a_crash_are_closed_on_restart(tmp_path):
+    h = History(tmp_path / "h.sqlite")
+    h.write(T0, [], [Alert(4, "r", "m", "s", "warning", "x", 1.0, 0.0, T0)])
+    assert close_open_alerts(h, T0 + 50) == 1
+    assert h.alerts(T0, T0 + 60)[0]["resolved_at"] == T0 + 50
+
+
+def test_state_round_trips(tmp_path):
+    h = History(tmp_path / "h.sqlite")
+    h.write(T0, [], state={"usage": [{"address": "10.0.0.1"}]})
+    assert h.load_state("usage") == [{"address": "10.0.0.1"}]

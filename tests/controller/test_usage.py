@@ -1,0 +1,69 @@
+import pytest
+
+from anabranch.controller.options import OptionsError
+from anabranch.controller.usage import UsageMeter, UsageOptions, periods
+
+from flowgen import table
+
+DAY = 86400.0
+T0 = 1_767_225_600.0 - 3600   # 2025-12-31 23:00 UTC
+
+
+def flows(up_a, down_a, up_b=0, down_b=0):
+    return [{"lan": "192.168.1.10", "rport": 443, "bytes": (up_a, down_a)},
+            {"lan": "192.168.1.10", "rport": 80, "bytes": (up_a, down_a)},
+            {"lan": "fd00::20", "remote": "2001:db8::1", "bytes": (up_b, down_b)}]
+
+
+def test_bytes_per_host_for_ipv4_and_ipv6_from_counter_deltas():
+    meter = UsageMeter()
+    meter.update(table(flows(100, 1000, 5, 50)), T0)
+    meter.update(table(flows(150, 1500, 5, 80)), T0 + 1)
+    hosts = meter.hosts
+    assert hosts["192.168.1.10"].day_bytes == [300, 3000]
+    assert hosts["fd00::20"].day_bytes == [5, 80]
+    assert hosts["192.168.1.10"].tick_bytes == [100, 1000]
+
+
+def test_days_and_months_roll_over_at_local_midnight():
+    assert periods(T0, 0) == ("2025-12-31", "2025-12")
+    assert periods(T0, 3600) == ("2026-01-01", "2026-01")
+    meter = UsageMeter(UsageOptions(tz_offset_s=0))
+    meter.update(table(flows(100, 100)), T0)
+    meter.update(table(flows(200, 200)), T0 + 3600)
+    host = next(h for h in meter.hosts.values() if h.address == "192.168.1.10")
+    assert host.day == "2026-01-01" and host.day_bytes == [200, 200] and host.month_bytes == [200, 200]
+
+
+def test_quota_events_once_at_90_and_100_percent_per_period():
+    opts = UsageOptions.configure({"quotas": {"kids": {"prefix": "192.168.1.0/24", "period": "day",
+                                                       "limit_gb": 0.000010, "direction": "down"}}})
+    meter = UsageMeter(opts)
+    assert meter.update(table(flows(0, 4000)), T0) == []               # 8 000 of 10 000 bytes
+    events = meter.update(table(flows(0, 4600)), T0 + 1)               # 9 200
+    assert [(e.quota, e.subject, e.level) for e in events] == [("kids", "192.168.1.0/24", 90)]
+    assert meter.update(table(flows(0, 4700)), T0 + 2) == []
+    events = meter.update(table(flows(0, 5200)), T0 + 3)               # 10 400
+    assert [e.level for e in events] == [100] and events[0].period == "2025-12-31"
+
+
+def test_per_host_quota_and_restore_after_restart():
+    opts = UsageOptions.configure({"quotas": {"each": {"prefix": "fd00::/64", "per_host": True,
+                                                       "limit_gb": 0.000001}}})
+    meter = UsageMeter(opts)
+    events = meter.update(table(flows(0, 0, 600, 500)), T0)
+    assert [(e.subject, e.level) for e in events] == [("fd00::20", 90), ("fd00::20", 100)]
+    again = UsageMeter(opts)
+    again.restore(meter.snapshot())
+    again.update(table(flows(0, 0, 700, 500)), T0 + 1)
+    host = next(h for h in again.hosts.values() if h.address == "fd00::20")
+    # A restarted daemon loads a fresh datapath: the saved totals plus the new counters.
+    assert host.month_bytes == [1300, 1000]
+
+
+def test_quota_options_errors_name_the_key():
+    with pytest.raises(OptionsError) as err:
+        UsageOptions.configure({"quotas": {"q": {"prefix": "10.0.0.0/33", "period": "week"}}})
+    text = str(err.value)
+    assert "usage.quotas.q.prefix:" in text and "usage.quotas.q.period: must be one of" in text
+    assert "usage.quotas.q.limit_gb: missing" in text

@@ -16,8 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from daemon_harness import VENV_BIN, RunningDaemon, daemon_config
-from test_units import unit_settings
+from daemon_harness import REPO, VENV_BIN, RunningDaemon, daemon_config
 
 pytestmark = [pytest.mark.root, pytest.mark.lab]
 
@@ -27,7 +26,9 @@ CAP_BITS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21, "CAP_PERFMON": 38, "CAP_BP
 
 
 def unit_capabilities() -> list[str]:
-    return unit_settings("anabranchd.service")["CapabilityBoundingSet"][0].split()
+    unit = (REPO / "systemd" / "anabranchd.service").read_text()
+    return next(line.partition("=")[2].split() for line in unit.splitlines()
+                if line.startswith("CapabilityBoundingSet="))
 
 
 def test_daemon_loads_attaches_and_detaches_with_only_the_units_capabilities(lab, tmp_path):

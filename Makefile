@@ -4,14 +4,23 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 LAB   := $(PY) tests/lab/lab.py
 
-.PHONY: setup test test-fast bench demo lab-up lab-down clean-kernel-state clean
+.PHONY: setup test test-fast test-deb deb bench demo lab-up lab-down clean-kernel-state clean
 
 setup:
 	bash tests/setup.sh
 
 # Every test tier; under CI=true a skipped root/BPF/browser test fails the run.
+# The .deb install test is left to `make test-deb`: it builds the package (minutes).
 test: setup
-	$(PY) -m pytest -p no:cacheprovider tests
+	$(PY) -m pytest -p no:cacheprovider --ignore=tests/packaging/test_install.py tests
+
+# Build the .deb into build/deb/ (from a copy of the working tree).
+deb:
+	bash tests/packaging/build_deb.sh
+
+# Build the .deb, install it here, run it in the lab, purge it (as root).
+test-deb: setup
+	$(PY) -m pytest -p no:cacheprovider tests/packaging
 
 # Unit tests only (no root, no lab, no browser).
 test-fast: setup

@@ -10,9 +10,9 @@ setup:
 	bash tests/setup.sh
 
 # Every test tier; under CI=true a skipped root/BPF/browser test fails the run.
-# The .deb install test is left to `make test-deb`: it builds the package (minutes).
+# This includes building, installing and purging the .deb (tests/packaging).
 test: setup
-	$(PY) -m pytest -p no:cacheprovider --ignore=tests/packaging/test_install.py tests
+	$(PY) -m pytest -p no:cacheprovider tests
 
 # Build the .deb into build/deb/ (from a copy of the working tree).
 deb:

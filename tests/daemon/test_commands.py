@@ -64,7 +64,7 @@ def test_flows_filter_by_interface_protocol_and_host(served):
 def test_flows_filter_errors(served):
     assert served.error("flows", iface="eth9")[0] == messages.E_NOT_FOUND
     assert served.error("flows", host="not-an-ip")[0] == messages.E_INVALID
-    assert served.error("flows", proto="sctp")[0] == messages.E_INVALID
+    assert served.error("flows", proto="ospf")[0] == messages.E_INVALID
     assert served.error("flows", limit=0)[0] == messages.E_INVALID
     assert served.error("flows", sort="name")[0] == messages.E_INVALID
     assert served.error("flows", **{"class": "nosuch"})[0] == messages.E_NOT_FOUND

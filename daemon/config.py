@@ -1,9 +1,9 @@
 """The admin's TOML configuration: parsed, validated and turned into frozen dataclasses.
 
 Unknown keys and bad values are errors naming the key's path and the reason, e.g.
-`interfaces.wan0.up_mbit: must be a positive number, got "fast"`.  Only tomllib and
-the standard library are imported here, so the unprivileged web UI may read its own
-section through this module without loading BCC.
+`interfaces.wan0.up_mbit: must be a positive number, got "fast"`.  Only tomllib, the
+standard library and the controller's pure option reader are imported here, so the
+unprivileged web UI may read its own section through this module without loading BCC.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+from anabranch.controller.options import Reader as _Reader
+from anabranch.controller.options import show as _show
 
 DEFAULT_PATH = Path("/etc/anabranch/anabranch.toml")
 
@@ -98,41 +101,6 @@ class Config:
         raise KeyError(name)
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return f'"{value}"'
-    return repr(value)
-
-
-class _Reader:
-    """Reads one TOML table, collecting errors instead of stopping at the first."""
-
-    def __init__(self, table: dict[str, Any], path: str, errors: list[str]):
-        self.table = table
-        self.path = path
-        self.errors = errors
-        self.seen: set[str] = set()
-
-    def _key(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def get(self, key: str, default: Any, check: Callable[[Any], str | None]) -> Any:
-        self.seen.add(key)
-        if key not in self.table:
-            return default
-        value = self.table[key]
-        problem = check(value)
-        if problem:
-            self.errors.append(f"{self._key(key)}: {problem}, got {_show(value)}")
-            return default
-        return value
-
-    def finish(self) -> None:
-        for key in self.table:
-            if key not in self.seen:
-                self.errors.append(f"{self._key(key)}: unknown key")
-
-
 def _number(low: float | None = None, high: float | None = None, positive: bool = False,
             integer: bool = False) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
@@ -194,7 +162,7 @@ def _table(parent: _Reader, key: str) -> dict[str, Any]:
     parent.seen.add(key)
     value = parent.table.get(key, {})
     if not isinstance(value, dict):
-        parent.errors.append(f"{parent._key(key)}: must be a table, got {_show(value)}")
+        parent.errors.append(f"{parent.key(key)}: must be a table, got {_show(value)}")
         return {}
     return value
 

@@ -161,7 +161,20 @@ def alert_rules():
 
 @bp.get("/predictions")
 def predictions():
-    return jsonify(control().call("predict"))
+    # The daemon's periodic predictions are the `predictions` topic; the `predict`
+    # command is the operation that predicts from measurements a caller supplies.
+    latest = published_predictions(current_app.extensions["anabranch.relay"])
+    if latest is None:
+        raise NotAvailable("predictions", "the daemon publishes no predictions yet")
+    return jsonify(latest)
+
+
+def published_predictions(relay) -> dict[str, Any] | None:
+    """The latest `predictions` message, or None while the daemon has none to give."""
+    latest = relay.latest("predictions")
+    if not latest or latest.get("available") is False:
+        return None
+    return {k: v for k, v in latest.items() if k not in ("v", "type", "seq")}
 
 
 @bp.get("/usage")

@@ -9,15 +9,20 @@ credentials from 127.0.0.1/::1, a session or bearer token from anywhere else),
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 from collections.abc import Iterable
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from anabranch.client import CommandFailed
+
 from . import auth
-from .api import class_rates
+from .api import class_rates, published_predictions
 from .control import NotAvailable, control
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("metrics", __name__)
 
@@ -86,6 +91,9 @@ class _Asker:
             return self._ctl.call(cmd)
         except NotAvailable as exc:
             self._silent = exc.unreachable
+            return None
+        except CommandFailed as exc:  # a refusal must cost this section, never the scrape
+            log.warning("/metrics: the daemon refused %s: %s", cmd, exc)
             return None
 
 
@@ -181,7 +189,7 @@ def build(relay, ctl) -> str:
             out.add("anabranch_alerts_active", "gauge", "Active alerts per severity",
                     sum(1 for a in active if a.get("severity") == severity), severity=severity)
 
-    prediction = ctl.optional("predict")
+    prediction = published_predictions(relay)
     for item in _items(prediction, "classes"):
         out.add("anabranch_prediction_demand_mbit", "gauge", "Predicted demand per class",
                 item.get("next_1s_mbit"), **{"class": item.get("name"), "horizon": "1s"})

@@ -63,7 +63,7 @@ def logged_in(client):
 @pytest.fixture
 def publisher(config_path):
     events = config.load(config_path).api.events
-    with harness.StreamPublisher(events, tick_s=0.1) as publisher:
+    with harness.StreamPublisher(events, tick_s=0.1, predictions=True) as publisher:
         yield publisher
 
 

@@ -9,10 +9,12 @@ import io
 import pytest
 
 
+import webui_harness as harness
+
 from anabranch.webui.api import load_balancing
 
 READS = ["/api/v1/flows", "/api/v1/connections", "/api/v1/links", "/api/v1/classes", "/api/v1/alerts",
-         "/api/v1/alert-rules", "/api/v1/predictions", "/api/v1/usage",
+         "/api/v1/alert-rules", "/api/v1/usage",
          "/api/v1/recommendations/load-balancing", "/api/v1/metrics/history?series=link.wan0.down_bps"]
 NEW_COMMANDS = [path for path in READS if not path.startswith("/api/v1/flows")]
 
@@ -39,6 +41,17 @@ def test_endpoints_answer_503_not_available_when_the_daemon_lacks_the_command(lo
     error = response.get_json()["error"]
     assert error["code"] == "not_available"
     assert error["message"].startswith("Not available from this daemon yet")
+
+
+def test_predictions_come_from_the_predictions_topic(app, logged_in):
+    relay = app.extensions["anabranch.relay"]
+    relay._take("predictions", {"v": 1, "type": "predictions", "seq": 1, "ts": 1.0, "available": False,
+                                "classes": [], "links": []})
+    assert logged_in.get("/api/v1/predictions").status_code == 503  # no predictor in the daemon yet
+    relay._take("predictions", {"v": 1, "type": "predictions", "seq": 2, "ts": 2.0,
+                                **harness.sample_predictions()})
+    reply = logged_in.get("/api/v1/predictions")
+    assert reply.status_code == 200 and reply.get_json()["classes"][0]["next_1s_mbit"] == 3.2
 
 
 def test_flows_still_work_against_a_daemon_with_only_status_and_flows(logged_in, old_daemon):

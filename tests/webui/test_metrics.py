@@ -29,6 +29,8 @@ def _feed(app) -> None:
                           **harness.sample_state(1, now, flows, 100)})
     relay._take("flows", {"v": 1, "type": "flows", "seq": 1, "ts": now, "snapshot": True, "count": 6,
                           "flows": flows})
+    relay._take("predictions", {"v": 1, "type": "predictions", "seq": 1, "ts": now,
+                                **harness.sample_predictions()})
 
 
 def _families(text: str) -> dict:

@@ -21,6 +21,8 @@ def _produced(client, app) -> set[str]:
     relay._take("state", {"v": 1, "type": "state", "seq": 1, "ts": now, **harness.sample_state(1, now, flows, 100)})
     relay._take("flows", {"v": 1, "type": "flows", "seq": 1, "ts": now, "snapshot": True, "count": 6,
                           "flows": flows})
+    relay._take("predictions", {"v": 1, "type": "predictions", "seq": 1, "ts": now,
+                                **harness.sample_predictions()})
     text = client.get("/metrics").get_data(as_text=True)
     return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
 

@@ -36,6 +36,7 @@ def full_webui(config_path, publisher, fake_daemon):
 
 @pytest.fixture
 def old_webui(config_path, publisher, old_daemon):
+    publisher.predictions = False  # a daemon without a predictor publishes none
     with harness.webui_server(config_path) as server:
         yield server
 

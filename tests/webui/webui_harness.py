@@ -129,6 +129,7 @@ class StreamPublisher:
     endpoint: str
     tick_s: float = 0.1
     flow_count: int = 14
+    predictions: bool = False  # also publish the `predictions` topic (a daemon with a predictor)
     # Extra characters per flow (in `reason`), to make big messages on purpose.
     padding: int = 0
     seq: int = 0
@@ -179,7 +180,20 @@ class StreamPublisher:
                     messages.event("state", self.seq, now, sample_state(self.seq, now, flows, tick_ms)))
                 self._socket.send_multipart(messages.event("flows", self.seq, now, {
                     "snapshot": True, "count": len(flows), "flows": flows}))
+                if self.predictions:
+                    self._socket.send_multipart(messages.event("predictions", self.seq, now,
+                                                               sample_predictions()))
             self._stop.wait(self.tick_s)
+
+
+def sample_predictions() -> dict[str, Any]:
+    """What the daemon publishes on the `predictions` topic once the predictor runs."""
+    links = sample_links()
+    return {"available": True, "model": "anabranch-lstm-v1 (onnx)", "error": {"mae_mbit": 1.7},
+            "classes": [{"name": c["name"], "now_mbit": 3.0 + i, "next_1s_mbit": 3.2 + i,
+                         "next_5s_mbit": 3.9 + i} for i, c in enumerate(sample_classes())],
+            "links": [{"name": link["name"], "capacity_mbit": link["predicted_mbit"],
+                       "confidence": link["confidence"]} for link in links]}
 
 
 # ---- a stand-in daemon's control socket --------------------------------------
@@ -350,12 +364,6 @@ class FakeDaemon:
         if cmd == "alert_rules.delete":
             self.alert_rules = [r for r in self.alert_rules if r["name"] != args.get("name")]
             return {}
-        if cmd == "predict":
-            return {"model": "anabranch-lstm-v1 (onnx)", "error": {"mae_mbit": 1.7},
-                    "classes": [{"name": c["name"], "now_mbit": 3.0 + i, "next_1s_mbit": 3.2 + i,
-                                 "next_5s_mbit": 3.9 + i} for i, c in enumerate(self.classes)],
-                    "links": [{"name": link["name"], "capacity_mbit": link["predicted_mbit"],
-                               "confidence": link["confidence"]} for link in self.links]}
         if cmd == "usage":
             return {"hosts": [
                 {"host": "192.168.1.10", "day_bytes_up": 310_000_000, "day_bytes_down": 4_200_000_000,

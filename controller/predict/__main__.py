@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from .runtime import ModelError
 from .traces import TraceError
 
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate_folder(args.traces, args.model)
         print(json.dumps(report, indent=2) if args.json else _table(report))
         return 0
-    except TraceError as exc:
+    except (TraceError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

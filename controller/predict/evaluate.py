@@ -111,8 +111,8 @@ def evaluate_folder(root: Path, model_path: Path | None = None) -> dict:
     """Load traces under root and the model (with its card's baseline parameters) and score."""
     from .runtime import Predictor
 
-    predictor = Predictor(model_path) if model_path else Predictor()
     sources = read_sources(root)
+    predictor = Predictor(model_path) if model_path else Predictor()
 
     def model(windows: np.ndarray) -> np.ndarray:
         return predictor.median(windows)

@@ -64,8 +64,14 @@ class QuantileHead(nn.Module):
         return torch.stack([p10, p50, p90], dim=-1)
 
 
+# The hybrid's recurrent part: small and short, as ONNX runs a GRU step by step.
+RECURRENT_SPAN = 30
+RECURRENT_HIDDEN = 32
+
+
 class RateNetwork(nn.Module):
-    """kind: gru | lstm (recurrent over the window), tcn (dilated causal convolutions), mlp."""
+    """kind: gru | lstm (recurrent over the window), tcn (dilated causal convolutions), mlp,
+    or hybrid (an MLP over the whole window beside a small GRU over its newest RECURRENT_SPAN ticks)."""
 
     def __init__(self, kind: str = "gru", hidden: int = 32, window: int = 30):
         super().__init__()
@@ -83,8 +89,13 @@ class RateNetwork(nn.Module):
         elif kind == "mlp":
             self.body = nn.Sequential(nn.Linear(FEATURES * window, 4 * hidden), nn.ReLU(),
                                       nn.Linear(4 * hidden, hidden), nn.ReLU())
+        elif kind == "hybrid":
+            self.body = nn.Sequential(nn.Linear(FEATURES * window, 4 * hidden), nn.ReLU(),
+                                      nn.Linear(4 * hidden, hidden), nn.ReLU())
+            self.recurrent = nn.GRU(FEATURES, RECURRENT_HIDDEN, batch_first=True)
+            self.join = nn.Sequential(nn.Linear(hidden + RECURRENT_HIDDEN, hidden), nn.ReLU())
         else:
-            raise ValueError(f"network kind must be gru, lstm, tcn or mlp, got {kind!r}")
+            raise ValueError(f"network kind must be gru, lstm, tcn, mlp or hybrid, got {kind!r}")
         self.head = QuantileHead(hidden)
 
     def forward(self, rates: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -94,7 +105,10 @@ class RateNetwork(nn.Module):
             summary = states[:, -1]
         elif self.kind == "tcn":
             summary = self.body(x.transpose(1, 2))[:, :, -1]
-        else:
+        elif self.kind == "mlp":
             summary = self.body(x.flatten(1))
+        else:
+            states, _ = self.recurrent(x[:, -RECURRENT_SPAN:])
+            summary = self.join(torch.cat([self.body(x.flatten(1)), states[:, -1]], dim=1))
         quantiles = self.head(summary, x[:, -1, 0])
         return quantiles * level[:, :, None]

@@ -3,7 +3,7 @@
 `Predictor.predict(series)` takes [n, width] Mbit/s samples (NaN = missed tick)
 and returns p10/p50/p90 for the next 1 s and 5 s, a confidence and the mask of
 series answered by the rule-based fallback (too little history for the model).
-Importing this module loads onnxruntime; `anabranch.controller` never does.
+onnxruntime is imported when the first session is made, not on import.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ class TrainConfig:
     # Extra weight of the 5 s horizon in the loss, on top of equalising the
     # horizons by their best baseline error on train.
     h5_emphasis: float = 1.0
-    tune_points_per_source: int = 100_000
+    tune_points_per_source: int = 50_000
     select_points_per_source: int = 20_000
     notes: list[str] = field(default_factory=list)
 
@@ -236,6 +236,16 @@ def export(net, path: Path, window: int) -> None:
                           output_names=["quantiles"], opset_version=OPSET, dynamo=False,
                           dynamic_axes={"rates": {0: "series"}, "valid": {0: "series"},
                                         "quantiles": {0: "series"}})
+    import onnx
+
+    # The exporter leaves the horizon axis symbolic; state the fixed shape the card promises.
+    model = onnx.load(str(path))
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    for dim, size in zip(dims[1:], (len(HORIZONS), len(QUANTILES))):
+        dim.Clear()
+        dim.dim_value = size
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
 
 
 def train(root: Path, out_dir: Path, config: TrainConfig, log=print) -> dict:

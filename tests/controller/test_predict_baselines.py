@@ -73,8 +73,8 @@ def test_unknown_baseline_name_is_a_clear_error():
 
 def test_tuning_prefers_heavy_smoothing_for_noise_and_none_for_a_random_walk():
     rng = np.random.default_rng(0)
-    noise = 10 + rng.normal(0, 1, 3000)
-    walk = np.abs(np.cumsum(rng.normal(0, 1, 3000))) + 5
+    noise = 10 + rng.normal(0, 1, 800)
+    walk = np.abs(np.cumsum(rng.normal(0, 1, 800))) + 5
 
     def points(trace):
         times = np.arange(10, len(trace) - 5 + 1)

@@ -86,6 +86,11 @@ def holt(windows: np.ndarray, alpha: float, beta: float, horizon: int) -> np.nda
 def forecast(name: str, windows: np.ndarray, horizon: int, params: dict | None = None) -> np.ndarray:
     """One baseline by name; `params` holds the tuned alpha (and beta) for ewma/holt."""
     params = params or {}
+    needs = {"ewma": ("alpha",), "holt": ("alpha", "beta")}.get(name, ())
+    missing = [key for key in needs if key not in params]
+    if missing:
+        raise ValueError(f"baseline {name} (h{horizon}): needs its tuned {' and '.join(missing)}; "
+                         "take them from the model card's `baselines` section")
     if name == "last":
         return last(windows)
     if name == "mean5":

@@ -81,14 +81,28 @@ def validate_samples(values: Any, where: str) -> np.ndarray:
     return out
 
 
-def _answer(name: str, prediction, row: int) -> dict:
-    out: dict[str, Any] = {"class": name, "fallback": bool(prediction.fallback[row]),
+def _answer(name: str, prediction, row: int, key: str = "class", accuracy: dict | None = None) -> dict:
+    out: dict[str, Any] = {key: name, "fallback": bool(prediction.fallback[row]),
                            "history_s": int(prediction.history[row])}
     for j, horizon in enumerate((1, 5)):
         p10, p50, p90 = (float(v) for v in prediction.quantiles[row, j])
         out[f"h{horizon}"] = {"mbit": p50, "p10": p10, "p50": p50, "p90": p90,
                               "confidence": float(prediction.confidence[row, j])}
+        if accuracy is not None:
+            # JSON and msgpack have no NaN: "not scored yet" is null.
+            error = {metric: (None if not np.isfinite(values[row]) else float(values[row]))
+                     for metric, values in accuracy[f"h{horizon}"].items()}
+            error["scored"] = int(accuracy[f"h{horizon}"]["scored"][row])
+            out[f"h{horizon}"]["error"] = error
     return out
+
+
+def describe(names: Sequence[str], prediction, accuracy: dict | None = None, key: str = "series") -> list[dict]:
+    """One plain record per series, for the `predictions` topic: forecasts, confidence, fallback,
+    and (given an `ErrorTracker.snapshot()`) the tracked error of each horizon."""
+    if len(names) != prediction.quantiles.shape[0]:
+        raise ValueError(f"describe: {len(names)} names for {prediction.quantiles.shape[0]} series")
+    return [_answer(name, prediction, i, key, accuracy) for i, name in enumerate(names)]
 
 
 def predict_batch(predictor, requests: Any, classes: Mapping[str, ClassPolicy] | None = DEFAULT_CLASSES) -> list[dict]:

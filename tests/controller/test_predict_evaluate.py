@@ -14,6 +14,10 @@ from anabranch.controller.predict.evaluate import evaluate, macro, scores
 from anabranch.controller.predict.traces import TraceError, read_sources, read_trace
 
 
+PARAMS = {"ewma": {"h1": {"alpha": 0.5}, "h5": {"alpha": 0.5}},
+          "holt": {"h1": {"alpha": 0.5, "beta": 0.0}, "h5": {"alpha": 0.5, "beta": 0.0}}}
+
+
 def write_trace(path: Path, mbps) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = "".join(f"{t},{v}\n" for t, v in enumerate(mbps))
@@ -108,9 +112,7 @@ def test_macro_weighs_every_source_the_same():
 def test_baseline_scores_in_the_report_match_a_hand_computation(tmp_path):
     trace = np.array([1.0, 2.0] * 8)  # 16 s alternating
     write_trace(tmp_path / "alt" / "x.csv", trace)
-    params = {"ewma": {"h1": {"alpha": 0.5}, "h5": {"alpha": 0.5}},
-              "holt": {"h1": {"alpha": 0.5, "beta": 0.0}, "h5": {"alpha": 0.5, "beta": 0.0}}}
-    report = evaluate(read_sources(tmp_path), params)
+    report = evaluate(read_sources(tmp_path), PARAMS)
     # t = 10..15: last is always wrong by 1; the actual mean is 1.5.
     assert report["baselines"]["last"]["h1"]["mae"] == pytest.approx(1.0)
     assert report["baselines"]["last"]["h1"]["nmae"] == pytest.approx(1 / 1.5)
@@ -121,3 +123,17 @@ def test_baseline_scores_in_the_report_match_a_hand_computation(tmp_path):
     assert report["best_baseline"]["h1"] == "hmean5"
     assert report["per_source"]["alt"]["model"] == {}
     assert list(report["baselines"]) == list(baselines.NAMES)
+
+
+def test_a_horizon_no_trace_is_long_enough_for_reads_as_nan(tmp_path):
+    write_trace(tmp_path / "tiny" / "x.csv", [1.0] * 12)
+    report = evaluate(read_sources(tmp_path), PARAMS)
+    assert report["per_source"]["tiny"]["points"] == {"h1": 2, "h5": 0}
+    assert np.isnan(report["baselines"]["last"]["h5"]["nmae"]) and report["best_baseline"]["h5"] is None
+    assert report["baselines"]["last"]["h1"]["nmae"] == 0.0
+
+
+def test_evaluate_without_tuned_parameters_says_where_to_find_them(tmp_path):
+    write_trace(tmp_path / "s" / "x.csv", [1.0] * 20)
+    with pytest.raises(ValueError, match="baseline ewma \\(h1\\): needs its tuned alpha; take them from the model card"):
+        evaluate(read_sources(tmp_path), {})

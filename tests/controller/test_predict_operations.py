@@ -135,3 +135,23 @@ def test_default_classes_follow_the_architecture_table():
     assert {n: (c.priority, c.min_mbit, c.max_mbit) for n, c in DEFAULT_CLASSES.items()} == {
         "voice": (3, 0.1, 10.0), "video": (3, 5.0, 50.0), "interactive": (2, 1.0, None),
         "file": (1, 0.5, 30.0), "background": (0, 0.0, 20.0)}
+
+
+def test_describe_publishes_forecasts_with_their_tracked_error():
+    from anabranch.controller.predict.operations import describe
+    from anabranch.controller.predict.tracking import ErrorTracker
+
+    predictor = FakePredictor()
+    series = np.array([[1.0] * 8, [2.0] * 8])
+    tracker = ErrorTracker(2)
+    for _ in range(3):
+        prediction = predictor.predict(series)
+        tracker.update(series[:, -1], prediction.quantiles)
+    records = describe(["wan0", "wan1"], prediction, tracker.snapshot())
+    assert [r["series"] for r in records] == ["wan0", "wan1"]
+    assert records[1]["h1"]["p50"] == 2.0
+    assert records[1]["h1"]["error"]["mae"] == 0.0 and records[1]["h1"]["error"]["scored"] == 2
+    # No 5 s window has closed yet: null, not NaN.
+    assert records[0]["h5"]["error"]["mae"] is None
+    with pytest.raises(ValueError, match="1 names for 2 series"):
+        describe(["wan0"], prediction)

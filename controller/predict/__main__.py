@@ -41,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--out", type=Path, default=Path(__file__).resolve().parent,
                        help="where to write model.onnx and model.json (default: this package)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--kinds", default="mlp",
-                       help="comma-separated architectures to train and select among (gru, lstm, tcn, mlp)")
+    train.add_argument("--kinds", default="hybrid",
+                       help="comma-separated architectures to train and select among "
+                            "(hybrid, mlp, gru, lstm, tcn); the default is the one selected")
     train.add_argument("--steps", type=int, default=None, help="optimiser steps per architecture")
     train.add_argument("--threads", type=int, default=2, help="torch threads (the machine is shared)")
 

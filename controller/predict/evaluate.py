@@ -67,7 +67,7 @@ ModelForecast = Callable[[np.ndarray], np.ndarray]
 
 
 def evaluate(sources: dict[str, list[Trace]], baseline_params: dict,
-             model: ModelForecast | None = None, chunk: int = 50_000) -> dict:
+             model: ModelForecast | None = None, chunk: int = 20_000) -> dict:
     """The report: macro scores of the model and of each baseline, then per source."""
     per_source: dict[str, dict] = {}
     for source, traces in sorted(sources.items()):

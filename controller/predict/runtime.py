@@ -119,7 +119,11 @@ def confidence_from_band(quantiles: np.ndarray) -> np.ndarray:
 
 
 class Predictor:
-    """Batched forecasts from the committed ONNX model, with the rule-based cold start."""
+    """Batched forecasts from the committed ONNX model, with the rule-based cold start.
+
+    Every Predictor of one model file shares the process's one session (the
+    first one's `threads` setting holds).
+    """
 
     def __init__(self, model_path: Path | None = None, threads: int = 1):
         self.model_path = Path(model_path) if model_path else default_model_path()
@@ -130,8 +134,11 @@ class Predictor:
         self.session = session_for(self.model_path, threads)
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
         card_inputs = {i["name"]: i["shape"] for i in self.card["onnx"]["inputs"]}
-        if set(inputs) != set(card_inputs):
-            raise ModelError(f"{self.model_path}: inputs {sorted(inputs)} differ from the card's {sorted(card_inputs)}")
+        if set(inputs) != set(card_inputs) or inputs.get("rates", [None, None])[1] != card_inputs["rates"][1]:
+            raise ModelError(f"{self.model_path}: inputs {inputs} differ from the card's {card_inputs}; "
+                             "the model and model.json must come from the same training run")
+        if [o.name for o in self.session.get_outputs()] != ["quantiles"]:
+            raise ModelError(f"{self.model_path}: the model must have the one output `quantiles`")
         self.window = int(card_inputs["rates"][1])
         self.min_history = int(self.card["architecture"].get("min_history_s", MIN_HISTORY))
 

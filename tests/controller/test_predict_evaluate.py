@@ -137,3 +137,20 @@ def test_evaluate_without_tuned_parameters_says_where_to_find_them(tmp_path):
     write_trace(tmp_path / "s" / "x.csv", [1.0] * 20)
     with pytest.raises(ValueError, match="baseline ewma \\(h1\\): needs its tuned alpha; take them from the model card"):
         evaluate(read_sources(tmp_path), {})
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("source", ["5gophers", "hsdpa"])
+def test_card_figures_reproduce_on_the_shared_validation_traces(shared_data, source):
+    """Re-scoring two small validation sources gives the card's numbers, and the model wins there."""
+    from anabranch.controller.predict.evaluate import evaluate_folder
+    from anabranch.controller.predict.runtime import default_model_path, read_card
+
+    report = evaluate_folder(shared_data / "traces" / "validation" / source)
+    card = read_card(default_model_path())["metrics"]["validation"]["per_source"][source]
+    for key in ("h1", "h5"):
+        model = report["per_source"][source]["model"][key]["nmae"]
+        assert model == pytest.approx(card["model"][key]["nmae"], abs=1e-4)
+        for name, scores_by_horizon in report["per_source"][source]["baselines"].items():
+            assert scores_by_horizon[key]["nmae"] == pytest.approx(card["baselines"][name][key]["nmae"], abs=1e-4)
+            assert model < scores_by_horizon[key]["nmae"], (name, key)

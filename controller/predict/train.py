@@ -1,0 +1,431 @@
+"""Trains the rate network on the train split, selects on validation, writes model.onnx and its card.
+
+`python -m anabranch.controller.predict train --traces DIR` with DIR holding
+train/<source>/*.csv and validation/<source>/*.csv.  Reproducible from --seed
+(CPU, fixed thread count).  torch is imported only here, inside `train`: it is
+the `train` extra, never a run-time dependency.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import baselines, evaluate
+from .series import BASELINE_WINDOW, MIN_HISTORY, WINDOW, fill_missed
+from .traces import Trace, read_sources
+
+HORIZONS = evaluate.HORIZONS
+QUANTILES = (0.1, 0.5, 0.9)
+OPSET = 17
+# onnxruntime time for 64 series that an architecture may take to be chosen:
+# the tick's budget is 2 ms, gap filling and the fallback included.
+LATENCY_BUDGET_MS = 1.5
+MODEL_FILE = "model.onnx"
+CARD_FILE = "model.json"
+
+
+@dataclass
+class TrainConfig:
+    kinds: tuple[str, ...] = ("hybrid",)
+    hidden: int = 64
+    window: int = WINDOW
+    steps: int = 8000
+    batch_per_source: int = 256
+    # A source with fewer training points than this gets a smaller share of
+    # each batch, (points / this) ** 0.5: a few dozen short traces would
+    # otherwise be seen hundreds of times and learnt by heart.
+    small_source_points: int = 100_000
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.0
+    # Weight of the median in the pinball loss relative to p10 and p90: the
+    # median is the forecast that is scored.
+    median_weight: float = 3.0
+    eval_every: int = 1000
+    seed: int = 0
+    threads: int = 2
+    # Share of training windows given random missed ticks, and the chance of
+    # each tick being missed in them: the runtime fills gaps before the model.
+    gap_windows: float = 0.1
+    gap_rate: float = 0.1
+    # Share of training windows cut to a random shorter history (MIN_HISTORY up
+    # to the window): new links and classes start short, and this way short
+    # histories are learnt from every source, not only from short traces.
+    short_windows: float = 0.3
+    # Extra weight of the 5 s horizon in the loss, on top of equalising the
+    # horizons by their best baseline error on train.
+    h5_emphasis: float = 2.0
+    # Decay of the running average of the weights that is scored and exported
+    # (0 = the raw weights): averaging smooths out the last steps' noise.
+    weight_average: float = 0.999
+    level_weight: float = 1.0
+    tune_points_per_source: int = 50_000
+    select_points_per_source: int = 20_000
+    notes: list[str] = field(default_factory=list)
+
+
+class SourcePoints:
+    """Every training point (trace, t) of one source, with its history window and targets."""
+
+    def __init__(self, traces: list[Trace]):
+        lengths = [len(t.mbps) for t in traces]
+        self.flat = np.concatenate([t.mbps for t in traces]).astype(np.float64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        at, first = [], []
+        for offset, length in zip(offsets, lengths):
+            times = np.arange(evaluate.FIRST_SCORED_S, length - max(HORIZONS) + 1)
+            at.append(offset + times)
+            first.append(np.full(times.size, offset))
+        self.at = np.concatenate(at)
+        self.first = np.concatenate(first)
+        csum = np.concatenate([[0.0], np.cumsum(self.flat)])
+        self.targets = np.stack([(csum[self.at + h] - csum[self.at]) / h for h in HORIZONS], axis=1)
+        # The source's mean rate: dividing errors by it makes the loss that
+        # source's nMAE, so the training objective is the evaluation's.
+        self.scale = float(max(self.flat.mean(), 1e-9))
+        self.traces = len(traces)
+
+    def __len__(self) -> int:
+        return self.at.size
+
+    def windows(self, index: np.ndarray, width: int) -> np.ndarray:
+        position = self.at[index, None] - width + np.arange(width)[None, :]
+        out = self.flat[np.maximum(position, 0)]
+        out[position < self.first[index, None]] = np.nan
+        return out
+
+
+def _subsample(n: int, limit: int, seed: int) -> np.ndarray:
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+
+
+def tune_baselines(points: dict[str, SourcePoints], config: TrainConfig) -> dict:
+    windows, actuals = {}, {h: {} for h in HORIZONS}
+    for i, (source, p) in enumerate(sorted(points.items())):
+        index = _subsample(len(p), config.tune_points_per_source, config.seed + i)
+        windows[source] = p.windows(index, BASELINE_WINDOW)
+        for j, h in enumerate(HORIZONS):
+            actuals[h][source] = p.targets[index, j]
+    return baselines.tune(windows, actuals)
+
+
+def _pinball(predicted, actual, taus):
+    import torch
+
+    diff = actual[..., None] - predicted
+    return torch.maximum(taus * diff, (taus - 1) * diff)
+
+
+def _augment(windows: np.ndarray, config: TrainConfig, rng: np.random.Generator) -> np.ndarray:
+    n, width = windows.shape
+    rows = rng.random(n) < config.gap_windows
+    missed = (rng.random(windows.shape) < config.gap_rate) & rows[:, None]
+    missed[:, -1] &= rng.random(n) < 0.5  # sometimes the newest tick too
+    short = rng.random(n) < config.short_windows
+    keep = rng.integers(MIN_HISTORY, width + 1, n)
+    missed |= short[:, None] & (np.arange(width)[None, :] < (width - keep)[:, None])
+    out = windows.copy()
+    out[missed] = np.nan
+    return out
+
+
+class Selection:
+    """Validation points (a fixed subsample) and the scores that pick the best step and kind."""
+
+    def __init__(self, points: dict[str, SourcePoints], params: dict, config: TrainConfig):
+        self.sets = {}
+        for i, (source, p) in enumerate(sorted(points.items())):
+            index = _subsample(len(p), config.select_points_per_source, config.seed + 100 + i)
+            self.sets[source] = (p.windows(index, BASELINE_WINDOW), p.targets[index])
+        self.best_baseline = {}
+        for j, h in enumerate(HORIZONS):
+            best = np.inf
+            for name in baselines.NAMES:
+                nmae = np.mean([
+                    evaluate.scores(baselines.forecast(name, w, h, params.get(name, {}).get(f"h{h}")), y[:, j])["nmae"]
+                    for w, y in self.sets.values()])
+                best = min(best, nmae)
+            self.best_baseline[h] = best
+
+    def score(self, forecast) -> dict:
+        """Macro nMAE per horizon and the selection score: the mean ratio to the best baseline."""
+        nmae = {h: [] for h in HORIZONS}
+        for windows, targets in self.sets.values():
+            predicted = forecast(windows)
+            for j, h in enumerate(HORIZONS):
+                nmae[h].append(evaluate.scores(predicted[:, j], targets[:, j])["nmae"])
+        macro = {f"h{h}": float(np.mean(v)) for h, v in nmae.items()}
+        ratio = float(np.mean([macro[f"h{h}"] / self.best_baseline[h] for h in HORIZONS]))
+        return {"macro_nmae": macro, "ratio_to_best_baseline": ratio}
+
+
+def fit(kind: str, points: dict[str, SourcePoints], selection: Selection, config: TrainConfig,
+        horizon_weight: np.ndarray, log) -> tuple[object, dict]:
+    import torch
+
+    from .network import RateNetwork, features
+
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    net = RateNetwork(kind, config.hidden, config.window)
+    averaged = copy.deepcopy(net)
+    optimiser = torch.optim.AdamW(net.parameters(), lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.learning_rate,
+                                                   total_steps=config.steps, pct_start=0.1)
+    taus = torch.tensor(QUANTILES, dtype=torch.float32)
+    weight_q = torch.tensor([1.0, config.median_weight, 1.0], dtype=torch.float32)
+    weight_h = torch.tensor(horizon_weight, dtype=torch.float32)[None, :, None]
+    sources = sorted(points)
+    batch = {s: max(1, int(round(config.batch_per_source * min(1.0, (len(points[s]) / config.small_source_points) ** 0.5))))
+             if config.small_source_points else config.batch_per_source for s in sources}
+
+    def forecast(windows: np.ndarray) -> np.ndarray:
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(windows), 8192):
+                rates, valid = fill_missed(windows[i:i + 8192, -config.window:])
+                q = averaged(torch.from_numpy(rates.astype(np.float32)),
+                             torch.from_numpy(valid.astype(np.float32)))
+                out.append(q[:, :, 1].numpy())
+        return np.concatenate(out).astype(np.float64)
+
+    best = {"ratio_to_best_baseline": np.inf}
+    best_state = None
+    history = []
+    started = time.time()
+    for step in range(1, config.steps + 1):
+        windows, targets, weights = [], [], []
+        for source in sources:
+            p = points[source]
+            index = rng.integers(0, len(p), batch[source])
+            windows.append(p.windows(index, config.window))
+            targets.append(p.targets[index])
+            weights.append(np.full(index.size, 1.0 / p.scale))
+        windows = _augment(np.concatenate(windows), config, rng)
+        rates, valid = fill_missed(windows)
+        net.train()
+        rates_t, valid_t = torch.from_numpy(rates.astype(np.float32)), torch.from_numpy(valid.astype(np.float32))
+        predicted = net(rates_t, valid_t)
+        actual = torch.from_numpy(np.concatenate(targets).astype(np.float32))
+        weight = torch.from_numpy(np.concatenate(weights).astype(np.float32))[:, None, None]
+        if config.level_weight != 1.0:
+            # weight = 1 / scale scores Mbit/s errors as the source's nMAE; a
+            # window's level is a function of its inputs, so weighing by a power
+            # of it moves no conditional quantile, only the gradient noise.
+            level = features(rates_t, valid_t)[1][:, :, None]
+            weight = weight * (level * weight) ** (config.level_weight - 1.0)
+        loss = (_pinball(predicted, actual, taus) * weight * weight_h * weight_q).mean()
+        optimiser.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        optimiser.step()
+        schedule.step()
+        with torch.no_grad():
+            # Warm-up: early on the average must not remember the random start.
+            decay = min(config.weight_average, (1.0 + step) / (10.0 + step))
+            for kept, current in zip(averaged.parameters(), net.parameters()):
+                kept.mul_(decay).add_(current.detach(), alpha=1.0 - decay)
+        if step % config.eval_every == 0 or step == config.steps:
+            averaged.eval()
+            result = {"step": step, "loss": float(loss.detach()), **selection.score(forecast),
+                      "elapsed_s": round(time.time() - started, 1)}
+            history.append(result)
+            log(f"[{kind}] step {step}: h1 {result['macro_nmae']['h1']:.4f} h5 {result['macro_nmae']['h5']:.4f} "
+                f"ratio {result['ratio_to_best_baseline']:.4f} ({result['elapsed_s']} s)")
+            if result["ratio_to_best_baseline"] < best["ratio_to_best_baseline"]:
+                best = result
+                best_state = {k: v.clone() for k, v in averaged.state_dict().items()}
+    net.load_state_dict(best_state)
+    net.eval()
+    return net, {"kind": kind, "best": best, "history": history,
+                 "parameters": int(sum(p.numel() for p in net.parameters())),
+                 "train_s": round(time.time() - started, 1)}
+
+
+def latency(net, window: int, series: int = 64, runs: int = 300) -> float:
+    """Median milliseconds of one onnxruntime call for `series` windows (one thread)."""
+    import tempfile
+
+    import onnxruntime
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / MODEL_FILE
+        export(net, path, window)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feed = {"rates": rng.lognormal(2, 0.5, (series, window)).astype(np.float32),
+            "valid": np.ones((series, window), np.float32)}
+    for _ in range(20):
+        session.run(None, feed)
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        session.run(None, feed)
+        timings.append(time.perf_counter() - started)
+    return float(np.median(timings) * 1e3)
+
+
+def export(net, path: Path, window: int) -> None:
+    import torch
+
+    rates = torch.rand(4, window)
+    valid = torch.ones(4, window)
+    with warnings.catch_warnings():
+        # torch 2.9+ warns that the TorchScript exporter is legacy; it needs no
+        # onnxscript and exports this small static graph exactly.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (rates, valid), str(path), input_names=["rates", "valid"],
+                          output_names=["quantiles"], opset_version=OPSET, dynamo=False,
+                          dynamic_axes={"rates": {0: "series"}, "valid": {0: "series"},
+                                        "quantiles": {0: "series"}})
+    import onnx
+
+    # The exporter leaves the horizon axis symbolic; state the fixed shape the card promises.
+    model = onnx.load(str(path))
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    for dim, size in zip(dims[1:], (len(HORIZONS), len(QUANTILES))):
+        dim.Clear()
+        dim.dim_value = size
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def train(root: Path, out_dir: Path, config: TrainConfig, log=print) -> dict:
+    import torch
+
+    torch.set_num_threads(config.threads)
+    root = Path(root)
+    train_sources = read_sources(root / "train")
+    validation_sources = read_sources(root / "validation")
+    train_points = {s: SourcePoints(t) for s, t in train_sources.items()}
+    validation_points = {s: SourcePoints(t) for s, t in validation_sources.items()}
+    started = time.time()
+    log("tuning ewma and holt on the train split ...")
+    params = tune_baselines(train_points, config)
+    log(f"tuned: {json.dumps(params)}")
+    train_best = {h: min(params[n][f"h{h}"]["train_macro_nmae"] for n in ("ewma", "holt")) for h in HORIZONS}
+    horizon_weight = np.array([(config.h5_emphasis if h == 5 else 1.0) / train_best[h] for h in HORIZONS])
+    horizon_weight /= horizon_weight.mean()
+    selection = Selection(validation_points, params, config)
+    log(f"best baseline macro nMAE on the selection subsample: {selection.best_baseline}")
+
+    candidates = []
+    for kind in config.kinds:
+        net, summary = fit(kind, train_points, selection, config, horizon_weight, log)
+        summary["session_64_ms"] = latency(net, config.window)
+        log(f"[{kind}] onnxruntime, 64 series: {summary['session_64_ms']:.3f} ms")
+        candidates.append((summary["best"]["ratio_to_best_baseline"], kind, net, summary))
+    # The most accurate on validation among those fast enough for the tick.
+    candidates.sort(key=lambda c: (c[3]["session_64_ms"] > LATENCY_BUDGET_MS, c[0]))
+    _, kind, net, summary = candidates[0]
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_path = out_dir / MODEL_FILE
+    export(net, model_path, config.window)
+    card = {
+        "name": "anabranch rate predictor",
+        "task": "mean rate (Mbit/s) over the next 1 s and 5 s of one link or class series, with p10/p50/p90",
+        "architecture": {"kind": kind, "hidden": config.hidden, "window_s": config.window,
+                         **describe_network(kind),
+                         "parameters": summary["parameters"], "features": [
+                             "ratio = rate / window mean level (scale-free)", "log(ratio + 0.05)",
+                             "valid (0 = missed tick or before the series began)",
+                             "changed (sample differs from the previous one)"],
+                         "min_history_s": MIN_HISTORY},
+        "onnx": {"file": MODEL_FILE, "opset": OPSET, "producer": f"torch {torch.__version__}",
+                 "inputs": [
+                     {"name": "rates", "shape": ["series", config.window], "dtype": "float32",
+                      "meaning": "Mbit/s per tick, oldest first; missed ticks carry the previous sample, ticks before the series began are 0"},
+                     {"name": "valid", "shape": ["series", config.window], "dtype": "float32",
+                      "meaning": "1 where the tick was measured, 0 where missed or before the series began"}],
+                 "outputs": [
+                     {"name": "quantiles", "shape": ["series", len(HORIZONS), len(QUANTILES)], "dtype": "float32",
+                      "meaning": "Mbit/s; axis 1 = horizon, axis 2 = quantile",
+                      "horizons_s": list(HORIZONS), "quantiles": list(QUANTILES)}]},
+        "training_data": {
+            "root": "../shared/data/traces (real public traces; see its README for sources and citations)",
+            "split": "fit on train/, select step and architecture on validation/ (files of one recording never straddle the split)",
+            "train": {s: {"traces": p.traces, "points": len(p)} for s, p in train_points.items()},
+            "validation": {s: {"traces": p.traces, "points": len(p)} for s, p in validation_points.items()},
+        },
+        "training": {**{k: v for k, v in asdict(config).items() if k not in ("kinds", "notes")},
+                     "loss": "pinball (p10/p50/p90) on Mbit/s divided by the source's mean rate; "
+                             "equal batches per source; horizons weighted by 1 / best train baseline nMAE",
+                     "optimiser": "AdamW, one-cycle learning rate, gradient norm clipped at 1; "
+                                  "the exported weights are their running average",
+                     "selected_step": summary["best"]["step"], "duration_s": round(time.time() - started, 1)},
+        "selection": [{"kind": k, "parameters": s["parameters"], "train_s": s["train_s"],
+                       "best_step": s["best"]["step"], "validation_subsample": s["best"]["macro_nmae"],
+                       "ratio_to_best_baseline": round(r, 4), "session_64_ms": round(s["session_64_ms"], 3)}
+                      for r, k, _, s in candidates],
+        "selection_rule": f"lowest mean ratio of macro nMAE to the best baseline (h1, h5) on a validation "
+                          f"subsample, among architectures whose onnxruntime call for 64 series takes at most "
+                          f"{LATENCY_BUDGET_MS} ms (one thread; the tick budget is 2 ms with gap filling)",
+        "baselines": params,
+        "notes": config.notes,
+    }
+    card_path = out_dir / CARD_FILE
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    log("scoring the exported model on the whole validation split ...")
+    from .runtime import Predictor
+
+    report = evaluate.evaluate_folder(root / "validation", model_path)
+    predictor = Predictor(model_path)
+    card["metrics"] = {"validation": _summary(report), "band": coverage(predictor, validation_sources)}
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    log(f"wrote {model_path} ({model_path.stat().st_size} bytes) and {card_path}")
+    return card
+
+
+def describe_network(kind: str) -> dict:
+    from .network import RECURRENT_HIDDEN, RECURRENT_SPAN
+
+    layout = {
+        "hybrid": f"MLP over the whole window (features x window -> 4*hidden -> hidden) beside a GRU "
+                  f"({RECURRENT_HIDDEN} units) over its newest {RECURRENT_SPAN} ticks, joined by one layer",
+        "mlp": "MLP over the whole window (features x window -> 4*hidden -> hidden)",
+        "gru": "GRU over the window, last state", "lstm": "LSTM over the window, last state",
+        "tcn": "dilated causal convolutions over the window",
+    }[kind]
+    return {"layout": layout, "head": "per horizon: median = gate * last sample + (1 - gate) * learned level; "
+                                      "p10 and p90 built outward from it (ordered, non-negative)"}
+
+
+def _summary(report: dict) -> dict:
+    def rounded(d):
+        return {h: {m: round(v, 5) for m, v in s.items()} for h, s in d.items()}
+
+    return {"macro": {"model": rounded(report["model"]),
+                      "baselines": {n: rounded(s) for n, s in report["baselines"].items()}},
+            "per_source": {s: {"model": rounded(e["model"]),
+                               "baselines": {n: rounded(b) for n, b in e["baselines"].items()},
+                               "points": e["points"]} for s, e in report["per_source"].items()}}
+
+
+def coverage(predictor, sources: dict[str, list[Trace]]) -> dict:
+    """How often the actual mean fell inside the p10-p90 band (ideally 80 %), per horizon."""
+    out = {}
+    for j, h in enumerate(HORIZONS):
+        inside = []
+        for traces in sources.values():
+            points = evaluate.scoring_points(traces, h)
+            if points.actual.size == 0:
+                continue
+            q = np.concatenate([predictor.predict(points.windows[i:i + 20_000]).quantiles[:, j]
+                                for i in range(0, len(points.actual), 20_000)])
+            inside.append(float(np.mean((points.actual >= q[:, 0]) & (points.actual <= q[:, 2]))))
+        out[f"h{h}"] = {"p10_p90_coverage_macro": round(float(np.mean(inside)), 4)}
+    return out

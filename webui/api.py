@@ -236,7 +236,8 @@ def export():
     if fmt not in ("csv", "json"):
         raise InvalidInput("format", f"must be csv or json, got {fmt!r}")
     reply = control().call("history", **args)
-    name = "".join(c if c.isalnum() or c in "._-" else "_" for c in args["series"])
+    # ASCII only: a header must be Latin-1, and a download name must not carry a path.
+    name = "".join(c if (c.isascii() and c.isalnum()) or c in "._-" else "_" for c in args["series"])
     disposition = f'attachment; filename="anabranch-{name}.{fmt}"'
     if fmt == "json":
         response = jsonify(reply)

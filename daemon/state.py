@@ -76,6 +76,8 @@ class Policy:
         # Bumped on every change: readers (classifier, allocator) compare it to re-read.
         self.revision = 0
         self._next_rule = 1
+        # What the file holds: a change that cannot be saved is undone to this.
+        self._saved = copy.deepcopy(self.document())
 
     # -- persistence ------------------------------------------------------------
     @classmethod
@@ -93,6 +95,7 @@ class Policy:
             policy.alert_rules = list(document.get("alert_rules", []))
             policy.acked_alerts = dict(document.get("acked_alerts", {}))
             policy._next_rule = int(document.get("next_rule", 1))
+            policy._saved = copy.deepcopy(policy.document())
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             # Never refuse to start over a damaged state file: keep it for the admin, use defaults.
             aside = policy.path.with_suffix(f".bad-{int(time.time())}")
@@ -110,23 +113,44 @@ class Policy:
                 "next_rule": self._next_rule}
 
     def save(self) -> None:
+        """Write the file; on OSError (e.g. the disk is full) undo the change in memory too,
+        so what runs is always what the next start will load, and re-raise."""
         self.revision += 1
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w") as out:
-            json.dump(self.document(), out, indent=1)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o640)
-        os.replace(tmp, self.path)
-        # The rename is durable only once the folder entry is on disk.
-        fd = os.open(self.path.parent, os.O_RDONLY)
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            with open(tmp, "w") as out:
+                json.dump(self.document(), out, indent=1)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp, 0o640)
+            os.replace(tmp, self.path)
+            # The rename is durable only once the folder entry is on disk.
+            fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.error("%s: cannot save the policy (%s); the change is undone", self.path, exc.strerror or exc)
+            try:
+                tmp.unlink()  # a half-written file would only hold on to the space that ran out
+            except OSError:
+                pass
+            self._restore(self._saved)
+            raise
+        self._saved = copy.deepcopy(self.document())
+
+    def _restore(self, document: dict[str, Any]) -> None:
+        document = copy.deepcopy(document)
+        self.rules = document["rules"]
+        self.classes = document["classes"]
+        self.links = document["links"]
+        self.alert_rules = document["alert_rules"]
+        self.acked_alerts = document["acked_alerts"]
+        self._next_rule = document["next_rule"]
 
     # -- rules --------------------------------------------------------------------
     def rule(self, rule_id: str) -> dict[str, Any]:
@@ -260,8 +284,8 @@ class AlertBook:
         alert = self.active.get(alert_id)
         if alert is None:
             raise KeyError(alert_id)
+        self.policy.ack_alert(alert_id, now)  # first: a failed save leaves the alert unacknowledged
         alert["acked_at"] = now
-        self.policy.ack_alert(alert_id, now)
         self._publish({"event": "ack", "alert": alert})
         return alert
 

@@ -4,7 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 LAB   := $(PY) tests/lab/lab.py
 
-.PHONY: setup test test-fast test-deb deb bench demo lab-up lab-down clean-kernel-state clean
+.PHONY: setup test test-fast test-deb deb bench soak demo lab-up lab-down clean-kernel-state clean
 
 setup:
 	bash tests/setup.sh
@@ -29,6 +29,11 @@ test-fast: setup
 # Benchmarks write build/bench/*.json and print a table.
 bench: setup
 	$(PY) tests/bench/run.py
+
+# The long reliability run (as root): SOAK_MINUTES (default 10) of traffic, faults and
+# fuzzing with the web UI open; figures in build/bench/reliability.json.
+soak: setup
+	$(PY) tests/bench/soak.py --minutes $${SOAK_MINUTES:-10}
 
 demo: setup
 	$(PY) tests/lab/demo.py

@@ -18,6 +18,7 @@ METRICS = {
     "path.score": "link", "link.utilisation_pct": "link", "flows.active": "-",
     "quota.used_pct": "quota subject", "datapath.events_lost": "-",
     "datapath.map_fill_pct": "map", "datapath.errors": "counter", "link.down": "link",
+    "history.write_errors": "-",
 }
 SEVERITIES = ("info", "warning", "critical")
 OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
@@ -53,6 +54,8 @@ DEFAULT_RULES = (
               "a datapath map is more than 90 % full"),
     AlertRule("link_down", "link.down", ">", 0, "critical", 0,
               "a configured link is missing or down"),
+    AlertRule("history_write_failing", "history.write_errors", ">", 0, "critical", 0,
+              "the history database cannot be written (state directory full or read-only)"),
 )
 # A restored alert (active when the daemon stopped) waits this long for its metric
 # to be measured again before it is resolved for lack of evidence.

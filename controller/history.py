@@ -84,7 +84,10 @@ class History:
             self._downsample(t)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # SQLite may have rolled back already (e.g. SQLITE_FULL): only end a live transaction,
+            # so the caller sees the first error, not "no transaction is active".
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
 
     def _downsample(self, t: int) -> None:

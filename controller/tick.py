@@ -7,6 +7,7 @@ FlowTable, the datapath events decoded since the last tick and `now` (epoch seco
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -91,6 +92,8 @@ class TickResult:
     alerts: AlertChanges = field(default_factory=AlertChanges)
     class_totals: dict[str, dict[str, float]] = field(default_factory=dict)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Why this tick's history write failed (e.g. the disk is full), else None.
+    history_error: str | None = None
 
     def flow_class(self, row: int) -> tuple[str, str]:
         """(class, reason) of a row of the tick's FlowTable."""
@@ -106,7 +109,10 @@ class Controller:
         self.mptcp = MptcpTracker(o.mptcp)
         self.paths = PathMonitor(list(o.links), o.paths)
         self.usage = UsageMeter(o.usage)
-        self.history = History(o.history_path) if o.history_path else None
+        # Ticks in a row whose history write failed (a full or read-only state directory):
+        # everything else keeps running, an alert says so, and the write is retried each tick.
+        self.history_failures = 0
+        self.history = self._open_history()
         first_alert = self.history.last_alert_id() + 1 if self.history else 1
         self.alerting = Alerting(o.alerts, first_id=first_alert)
         if self.history is not None:
@@ -126,6 +132,15 @@ class Controller:
             ("alerts", self._alerts),
             ("history", self._history),
         )
+
+    def _open_history(self) -> History | None:
+        if not self.options.history_path:
+            return None
+        try:
+            return History(self.options.history_path)
+        except (sqlite3.Error, OSError):
+            self.history_failures += 1
+            return None
 
     def _restore(self, now: float) -> None:
         """Alerts the previous run left active stay active (see Alerting.restore)."""
@@ -199,6 +214,8 @@ class Controller:
         if self.usage.options.quotas:
             m["quota.used_pct"] = {f"{q['quota']}:{q['subject']}": q["used_pct"]
                                    for q in self.usage.quota_usage(now)}
+        if self.options.history_path:
+            m["history.write_errors"] = {"-": float(self.history_failures)}
         if datapath is not None:
             m["datapath.events_lost"] = {"-": float(datapath.events_lost)}
             m["datapath.map_fill_pct"] = dict(datapath.map_fill_pct)
@@ -209,7 +226,10 @@ class Controller:
 
     def _history(self, result: TickResult, table, events, now, extras, datapath) -> None:
         if self.history is None:
-            return
+            self.history = self._open_history()
+            if self.history is None:
+                result.history_error = f"cannot open {self.options.history_path}"
+                return
         points = [Point("total", "-", "flows", float(len(table)))]
         for name, t in result.class_totals.items():
             points += [Point("class", name, "up_bps", t["up_bps"]), Point("class", name, "down_bps", t["down_bps"]),
@@ -234,4 +254,12 @@ class Controller:
         if self._last_state is None or now - self._last_state >= self.options.state_every_s:
             state = {"usage": self.usage.snapshot()}
             self._last_state = now
-        self.history.write(now, points, changed, state)
+        try:
+            self.history.write(now, points, changed, state)
+        except (sqlite3.Error, OSError) as exc:
+            self.history_failures += 1
+            result.history_error = str(exc)
+            if state is not None:
+                self._last_state = None     # the usage snapshot is due again next tick
+            return
+        self.history_failures = 0

@@ -116,6 +116,7 @@ class Control:
         self._tokens: dict[int, int] = {}                      # token -> class id
         self._seeded = False
         self.override_errors = 0
+        self._history_failing = False
 
     def close(self) -> None:
         self.controller.close()
@@ -130,6 +131,14 @@ class Control:
         self._sync_policy()
         result = self.controller.tick(table, events, now, extras_of(table), health)
         self.result, self.table = result, table
+        if bool(result.history_error) != self._history_failing:
+            # Once per change, not per tick: a full disk must not also flood the journal.
+            self._history_failing = bool(result.history_error)
+            if self._history_failing:
+                log.error("history: %s; counting, classification and the API go on without it",
+                          result.history_error)
+            else:
+                log.info("history: writing again")
         self._book_alerts(result)
         if self.datapath is not None:
             self._write_kernel(table, result)

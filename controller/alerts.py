@@ -18,7 +18,7 @@ METRICS = {
     "path.score": "link", "link.utilisation_pct": "link", "flows.active": "-",
     "quota.used_pct": "quota subject", "datapath.events_lost": "-",
     "datapath.map_fill_pct": "map", "datapath.errors": "counter", "link.down": "link",
-    "history.write_errors": "-",
+    "predict.anomaly": "series", "history.write_errors": "-",
 }
 SEVERITIES = ("info", "warning", "critical")
 OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
@@ -54,6 +54,8 @@ DEFAULT_RULES = (
               "a datapath map is more than 90 % full"),
     AlertRule("link_down", "link.down", ">", 0, "critical", 0,
               "a configured link is missing or down"),
+    AlertRule("prediction_anomaly", "predict.anomaly", ">", 0, "warning", 0,
+              "rate outside the predicted p10-p90 band for several seconds"),
     AlertRule("history_write_failing", "history.write_errors", ">", 0, "critical", 0,
               "the history database cannot be written (state directory full or read-only)"),
 )

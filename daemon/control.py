@@ -126,10 +126,10 @@ class Control:
         return self.controller.history
 
     # -- the tick -------------------------------------------------------------------------
-    def tick(self, table: FlowTable, events: list, now: float,
-             health: DatapathHealth | None = None) -> TickResult:
+    def tick(self, table: FlowTable, events: list, now: float, health: DatapathHealth | None = None,
+             metrics: dict[str, dict[str, float]] | None = None) -> TickResult:
         self._sync_policy()
-        result = self.controller.tick(table, events, now, extras_of(table), health)
+        result = self.controller.tick(table, events, now, extras_of(table), health, metrics)
         self.result, self.table = result, table
         if bool(result.history_error) != self._history_failing:
             # Once per change, not per tick: a full disk must not also flood the journal.

@@ -263,7 +263,7 @@ def load_balancing(links_reply: dict[str, Any]) -> dict[str, Any]:
         capacity = float(link.get("predicted_mbit") or link.get("capacity_mbit") or 0)
         used = (float(link.get("up_bps") or 0) + float(link.get("down_bps") or 0)) / 2 / 1e6
         headroom = max(0.0, capacity - used)
-        quality = min(1.0, max(0.0, float(link.get("quality") or 0)))
+        quality = min(1.0, max(0.0, link_quality(link.get("quality"))))
         rows.append({"link": link.get("name"), "headroom_mbit": round(headroom, 3),
                      "quality": quality, "score": headroom * quality})
     total = sum(row["score"] for row in rows)
@@ -273,6 +273,16 @@ def load_balancing(links_reply: dict[str, Any]) -> dict[str, Any]:
     best = max(rows, key=lambda row: row["weight"], default=None)
     return {"links": rows, "prefer": best["link"] if best and best["weight"] > 0 else None,
             "basis": "predicted capacity minus current load, times path quality"}
+
+
+def link_quality(quality: Any) -> float:
+    """A link's quality as 0..1: a number already, or anabranchd's path record (`score` 0..100)."""
+    if isinstance(quality, dict):
+        quality = quality.get("score")
+        return float(quality) / 100 if isinstance(quality, (int, float)) and math.isfinite(quality) else 0.0
+    if isinstance(quality, (int, float)) and not isinstance(quality, bool) and math.isfinite(quality):
+        return float(quality)
+    return 0.0
 
 
 @bp.get("/recommendations/load-balancing")

@@ -28,6 +28,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -49,9 +50,11 @@ from lab import CLIENT_V4, SERVER_V4, Lab  # noqa: E402
 
 OUT = REPO / "build" / "bench" / "reliability.json"
 TRAFFIC = REPO / "tests" / "lab" / "traffic.py"
-PORTS = {"wan0": "wan", "wan1": "wan", "lan0": "lan", "lan1": "lan", "wan7": "wan"}
+PORTS = {"wan0": "wan", "wan1": "wan", "lan0": "lan", "lan1": "lan", "wan7": "wan", "wan9": "wan"}
 # wan7 is a spare WAN port (a veth pair inside the gateway) that the soak deletes
-# and re-creates; wan1 carries real traffic and loses carrier instead.
+# and re-creates; wan1 carries real traffic and loses carrier instead.  wan9 never
+# exists: its link_down alert is active throughout, and must survive the kill -9.
+ATTACHABLE = sorted(set(PORTS) - {"wan9"})
 RECOVERY_TIMEOUT_S = 30.0
 ZMQ_FUZZ_MESSAGES = 10_000
 
@@ -104,7 +107,8 @@ class StateWatch:
                 continue
             daemon = message.get("daemon", {})
             datapath = message.get("datapath") or {}
-            self.samples.append({"at": time.monotonic(), "pid": daemon.get("pid"), "seq": message.get("seq"),
+            self.samples.append({"at": time.monotonic(), "ts": message.get("ts"), "pid": daemon.get("pid"),
+                                 "seq": message.get("seq"),
                                  "tick_ms": daemon.get("tick_ms"), "ticks": daemon.get("ticks"),
                                  "events_lost": datapath.get("events_lost", 0),
                                  "attached": sorted(i["name"] for i in message.get("interfaces", [])
@@ -272,6 +276,7 @@ class Soak:
         """kill -9 under traffic, restarted at once; recovered once the new daemon publishes
         state with every port attached again."""
         old = self.daemon
+        before = self._active_alerts()
         self.killed_by_us = True
         started = time.monotonic()
         old.stop(signal.SIGKILL)
@@ -282,16 +287,27 @@ class Soak:
             self._record("kill -9", None, error=str(exc)[:300])
             return
         pid = self.daemon.process.pid
-        wanted = sorted(PORTS)
         ok = self._wait(lambda: (s := self.watch.latest()) is not None and s["pid"] == pid
-                        and s["attached"] == wanted, RECOVERY_TIMEOUT_S)
+                        and s["attached"] == ATTACHABLE, RECOVERY_TIMEOUT_S)
         recovery = None if ok is None else time.monotonic() - started
         duplicates = self._duplicate_filters()
-        self._record("kill -9", recovery, duplicate_filters=duplicates)
+        after = self._active_alerts()
+        kept = sorted(k for k in before if k in after and after[k] == before[k])
+        self._record("kill -9", recovery, duplicate_filters=duplicates, alerts_active_before=len(before),
+                     alerts_kept=len(kept))
+
+    def _active_alerts(self) -> dict[tuple[str, str], tuple[Any, Any]]:
+        """(rule, subject) -> (id, raised_at) of each active alert."""
+        try:
+            with self.daemon.client(timeout_s=2.0) as client:
+                alerts = client.call("alerts.list")["alerts"]
+        except Exception:
+            return {}
+        return {(a["rule"], a["subject"]): (a["id"], a["raised_at"]) for a in alerts}
 
     def _duplicate_filters(self) -> int:
         extra = 0
-        for name in PORTS:
+        for name in ATTACHABLE:
             for hook in ("ingress", "egress"):
                 out = self.lab.run("gw", "tc", "filter", "show", "dev", name, hook, check=False).stdout
                 extra += max(0, out.count("anabranch_") - 1)
@@ -461,7 +477,9 @@ class Soak:
             "http_500": self.fuzz.get("http_500", 0),
             "http_503_declared": self.fuzz.get("http_503_declared", 0),
             "daemon_crashes": self.crashes,
-            "history_rows_lost": None,
+            "history_rows_lost": self.history_rows_lost(by_pid),
+            "alerts_kept_across_restart": all(f.get("alerts_kept") == f.get("alerts_active_before")
+                                              for f in self.faults if f["kind"] == "kill -9"),
             "rss_start_kib": base,
             "rss_end_kib": end,
             "rss_max_kib": max((kib for _, kib in mine), default=None),
@@ -479,6 +497,31 @@ class Soak:
             "fuzz": self.fuzz,
             "browser_error_samples": self.browser_errors[:5],
         }
+
+
+    def history_rows_lost(self, by_pid: dict[int, list[dict[str, Any]]]) -> int | None:
+        """Ticks the daemon reported on `state` whose row is missing from the history database.
+
+        Each tick writes one `total.flows` point (at the tick's whole second) before it
+        publishes, so within one daemon's run the rows should number the ticks published;
+        the time between a kill and the restart is a gap, not a loss."""
+        db = self.folder / "state" / "history.db"
+        if not db.exists():
+            return None
+        lost = 0
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            for runs in by_pid.values():
+                runs = [r for r in runs if r["ts"] is not None and r["ticks"] is not None]
+                if len(runs) < 2:
+                    continue
+                first, last = runs[0], runs[-1]
+                rows = conn.execute(
+                    "SELECT COUNT(DISTINCT t) FROM series WHERE level = 0 AND kind = 'total' "
+                    "AND metric = 'flows' AND t >= ? AND t <= ?",
+                    (int(first["ts"]) - 1, int(last["ts"]))).fetchone()[0]
+                # (Two ticks in one whole second share a row: that counts as a loss too.)
+                lost += max(0, last["ticks"] - first["ticks"] + 1 - rows)
+        return lost
 
 
 def run(minutes: float) -> dict[str, Any]:

@@ -182,6 +182,9 @@ class Control:
     def _book_alerts(self, result: TickResult) -> None:
         changes = result.alerts
         raised = changes.active if not self._seeded else changes.raised
+        if not self._seeded:
+            # An alert restored from the last run and resolved at once is still shown, as resolved.
+            raised = raised + [a for a in changes.resolved if str(a.id) not in self.book.active]
         self._seeded = True
         for alert in raised:
             self.book.raise_alert(str(alert.id), alert.rule, alert.severity, alert.summary, alert.raised_at,

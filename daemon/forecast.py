@@ -135,9 +135,13 @@ class Forecasts:
         return float(min(ceiling_mbit, max(ceiling_mbit / 10, p90 / (1 - margin))))
 
     def anomaly_metrics(self) -> dict[str, float]:
-        """1.0 per series in an anomaly (outside its p10-p90 band for several ticks)."""
-        return {name: float(active) for name, active in zip(self.names, self.anomalies.active.tolist())
-                if not name.startswith("linkclass:")}
+        """1.0 per series in an anomaly (outside its p10-p90 band for several ticks), 0.0 per
+        series judged normal; a series not yet judged (no trusted band since the start) is left
+        out, so an anomaly alert restored after a restart waits for a verdict instead of
+        being resolved by the lack of one."""
+        return {name: float(active) for name, active, judged in zip(self.names, self.anomalies.active.tolist(),
+                                                                    self.anomalies.judging.tolist())
+                if judged and not name.startswith("linkclass:")}
 
     def view(self, capacities: dict[str, float | None] | None = None) -> dict[str, Any]:
         if self.prediction is None:

@@ -52,6 +52,12 @@ class AnomalyDetector:
         self._streak = np.zeros(series, dtype=np.int64)
         self.active = np.zeros(series, dtype=bool)
 
+    @property
+    def judging(self) -> np.ndarray:
+        """Per series: can its next sample be judged (a trusted band, or an excursion under way)?
+        Until then a series has no verdict, which is not the same as a clean one."""
+        return np.isfinite(self._expected).all(axis=1) | (self._side != 0) | self.active
+
     def _side_of(self, actual: np.ndarray, band: np.ndarray) -> np.ndarray:
         """+1 above the (slackened) band, -1 below, 0 inside or when there is no band."""
         slack = self.slack * band.mean(axis=1)

@@ -1,0 +1,40 @@
+"""Alerts active when the daemon died, after its restart: shown until a real verdict, then resolved in view."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from anabranch.controller.alerts import Alert
+from anabranch.controller.history import History
+from anabranch.controller.predict.anomaly import AnomalyDetector
+from anabranch.controller.tick import ControllerOptions
+from anabranch.daemon.control import Control
+from anabranch.daemon.state import AlertBook, Policy
+
+from flowgen import table
+
+T0 = 1_767_225_600.0
+WEB = {"lan": "10.0.0.3", "rport": 443, "bytes": (2000, 9000), "bps": (1e3, 5e3), "pps": (1, 2)}
+
+
+def test_a_restored_alert_resolved_at_the_first_tick_is_listed_as_resolved(tmp_path):
+    db = tmp_path / "history.db"
+    history = History(db)
+    history.write(T0 - 10, [], [Alert(7, "flows_active", "flows.active", "-", "warning", "many flows",
+                                      6000.0, 5000.0, T0 - 60)])
+    history.close()
+    policy = Policy(None)
+    book = AlertBook(policy)
+    control = Control(ControllerOptions.configure({"history": {"path": str(db)}}), policy, book)
+    control.tick(table([WEB]), [], T0)          # one flow: the condition is gone
+    listed = {a["id"]: a for a in book.listing(include_resolved=True)}
+    assert listed["7"]["state"] == "resolved" and listed["7"]["raised_at"] == T0 - 60
+    control.close()
+
+
+def test_an_anomaly_detector_gives_no_verdict_before_it_has_a_trusted_band():
+    detector = AnomalyDetector(2, ticks=3)
+    assert detector.judging.tolist() == [False, False]
+    detector.update(np.array([10.0, 10.0]), np.array([[9.0, 11.0], [9.0, 11.0]]),
+                    trusted=np.array([True, False]))
+    assert detector.judging.tolist() == [True, False]     # the cold-start fallback is no verdict

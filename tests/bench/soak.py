@@ -137,6 +137,8 @@ class Soak:
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
         self.fuzzers: list[threading.Thread] = []
+        # (start, end) monotonic spans of fuzzing and restarts: ticks there are told apart.
+        self.busy: list[tuple[float, float]] = []
         self.started = time.monotonic()
 
     # -- set-up ---------------------------------------------------------------------
@@ -290,6 +292,7 @@ class Soak:
         ok = self._wait(lambda: (s := self.watch.latest()) is not None and s["pid"] == pid
                         and s["attached"] == ATTACHABLE, RECOVERY_TIMEOUT_S)
         recovery = None if ok is None else time.monotonic() - started
+        self.busy.append((started, time.monotonic() + 5.0))   # and the new daemon's first ticks
         duplicates = self._duplicate_filters()
         # Each alert active at the kill must be the same alert after it: still active, or
         # resolved by the new daemon because its condition no longer holds; never just gone.
@@ -356,6 +359,8 @@ class Soak:
         sock.connect(self.daemon.control)
         sent = answered = 0
         started = time.monotonic()
+        self.busy.append((started, float("inf")))
+        slot = len(self.busy) - 1
         try:
             for start in range(0, count, 10):
                 batch = [hostile(rng) for _ in range(min(10, count - start))]
@@ -369,6 +374,7 @@ class Soak:
                     answered += reply.get("type") == "reply"
         finally:
             sock.close(0)
+            self.busy[slot] = (started, time.monotonic())
         self.fuzz.update(zmq_messages=sent, zmq_replies=answered,
                          zmq_fuzz_s=round(time.monotonic() - started, 1))
         self.say(f"zmq fuzz: {sent} sent, {answered} answered")
@@ -377,6 +383,7 @@ class Soak:
         from http_fuzz import Tally, fuzz
 
         total = Tally()
+        started = time.monotonic()
         for headers in ({}, {"Authorization": f"Bearer {self.token}"}):
             total.add(fuzz(self.webui.base_url, headers=headers, examples=examples,
                            schema_headers={"Authorization": f"Bearer {self.token}"}))
@@ -386,6 +393,7 @@ class Soak:
                          http_503_declared=total.http_5xx - total.undeclared_5xx,
                          http_statuses={str(k): v for k, v in sorted(total.statuses.items())},
                          http_server_errors=total.server_errors[:5])
+        self.busy.append((started, time.monotonic()))
         self.say(f"http fuzz: {total.requests} requests, {total.undeclared_5xx} undeclared 5xx, "
                  f"{total.http_5xx - total.undeclared_5xx} declared 503")
 
@@ -450,8 +458,10 @@ class Soak:
 
     # -- figures -----------------------------------------------------------------------------
     def figures(self) -> dict[str, Any]:
+        samples = [s for s in self.watch.samples if s["tick_ms"] is not None and (s["ticks"] or 0) > 3]
+        ticks = [s["tick_ms"] for s in samples]
+        quiet = [s["tick_ms"] for s in samples if not any(a <= s["at"] <= b for a, b in self.busy)]
         samples = self.watch.samples
-        ticks = [s["tick_ms"] for s in samples if s["tick_ms"] is not None and (s["ticks"] or 0) > 3]
         gaps, lost, seq_gaps = [], 0, 0
         by_pid: dict[int, list[dict[str, Any]]] = {}
         for s in samples:
@@ -482,6 +492,10 @@ class Soak:
             "http_503_declared": self.fuzz.get("http_503_declared", 0),
             "daemon_crashes": self.crashes,
             "history_rows_lost": self.history_rows_lost(by_pid),
+            # Consecutive ticks stamped with the same whole second (a late tick, then an on-time
+            # one): the history keys rows by second, so the second tick's row replaces the first's.
+            "ticks_sharing_a_second": sum(1 for runs in by_pid.values() for a, b in zip(runs, runs[1:])
+                                          if a["ts"] and b["ts"] and int(a["ts"]) == int(b["ts"])),
             "alerts_lost_across_restart": sum(len(f.get("alerts_vanished", [])) for f in self.faults),
             "rss_start_kib": base,
             "rss_end_kib": end,
@@ -489,7 +503,11 @@ class Soak:
             "rss_growth_pct": round((end - base) / base * 100, 2) if base and end else None,
             "tick_p50_ms": round(median, 3) if median is not None else None,
             "tick_max_ms": round(max(ticks), 3) if ticks else None,
+            "tick_p99_ms": round(float(sorted(ticks)[int(0.99 * (len(ticks) - 1))]), 3) if ticks else None,
             "ticks_over_2x_median": sum(1 for t in ticks if median and t > 2 * median),
+            # The same outside the fuzzing and the restart (what steady traffic costs).
+            "ticks_over_2x_median_quiet": sum(1 for t in quiet if median and t > 2 * median),
+            "tick_max_quiet_ms": round(max(quiet), 3) if quiet else None,
             "ticks_measured": len(ticks),
             "max_tick_gap_s": round(max(gaps), 3) if gaps else None,
             "events_lost": lost,

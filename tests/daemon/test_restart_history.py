@@ -58,7 +58,7 @@ def test_kill_9_keeps_the_history_continuous_but_for_the_gap_and_active_alerts_a
         first = start_daemon(lab, config, tmp_path / "first.log")
         first_ready = time.time()
         first.wait_ready()
-        status, alert = ticks_and_alert(first, 6)
+        status, alert = ticks_and_alert(first, 4)
         killed_after = status["daemon"]["ticks"]
         first.stop(signal.SIGKILL)
         killed_at = time.time()
@@ -67,7 +67,7 @@ def test_kill_9_keeps_the_history_continuous_but_for_the_gap_and_active_alerts_a
         try:
             second.wait_ready()
             restarted_at = time.time()
-            status, again = ticks_and_alert(second, 6)
+            status, again = ticks_and_alert(second, 4)
             second_ticks = status["daemon"]["ticks"]
         finally:
             assert second.stop() == 0

@@ -25,7 +25,7 @@ from http_fuzz import fuzz
 MUTATING = {"class.set", "rules.add", "rules.delete", "alerts.ack", "alert_rules.set", "alert_rules.delete",
             "config.reload"}
 # Per operation and generation mode; FUZZ_HTTP_EXAMPLES raises it for a longer run.
-EXAMPLES = int(os.environ.get("FUZZ_HTTP_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("FUZZ_HTTP_EXAMPLES", "8"))
 
 
 @pytest.fixture(scope="module")

@@ -492,10 +492,6 @@ class Soak:
             "http_503_declared": self.fuzz.get("http_503_declared", 0),
             "daemon_crashes": self.crashes,
             "history_rows_lost": self.history_rows_lost(by_pid),
-            # Consecutive ticks stamped with the same whole second (a late tick, then an on-time
-            # one): the history keys rows by second, so the second tick's row replaces the first's.
-            "ticks_sharing_a_second": sum(1 for runs in by_pid.values() for a, b in zip(runs, runs[1:])
-                                          if a["ts"] and b["ts"] and int(a["ts"]) == int(b["ts"])),
             "alerts_lost_across_restart": sum(len(f.get("alerts_vanished", [])) for f in self.faults),
             "rss_start_kib": base,
             "rss_end_kib": end,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import time
 from typing import Any
 
@@ -27,11 +28,14 @@ STATUS_OF_CODE = {messages.E_INVALID: 400, messages.E_NOT_FOUND: 404, messages.E
                   messages.E_UNAVAILABLE: 503, messages.E_TIMEOUT: 503}
 
 # What a class may be set to; the daemon validates again (and knows the link speeds).
-CLASS_FIELDS = {"priority": (int, 0, 7), "min_mbit": (float, 0.0, 100_000.0),
+CLASS_FIELDS = {"priority": (int, 0, 3), "min_mbit": (float, 0.0, 100_000.0),
                 "max_mbit": (float, 0.0, 100_000.0), "dscp": (int, 0, 63)}
 ALERT_RULE_FIELDS = {"metric": str, "op": str, "threshold": float, "for_s": float, "severity": str}
 ALERT_OPS = (">", ">=", "<", "<=")
 SEVERITIES = ("info", "warning", "critical")
+# The daemon's alert metrics (daemon/commands.py ALERT_METRICS; a test keeps them equal).
+ALERT_METRICS = ("link_utilization", "datapath_errors", "flows", "tick_ms", "total_bps", "class_bps")
+RULE_PROTOS = ("any", "tcp", "udp")
 HISTORY_MAX_POINTS = 20_000
 
 
@@ -106,6 +110,13 @@ def validate_alert_rule(body: dict[str, Any]) -> dict[str, Any]:
             if not value or len(value) > 64:
                 raise InvalidInput(name, "must be a non-empty text of at most 64 characters")
             rule[name] = value
+    subject = str(body.get("subject") or "").strip()
+    if len(subject) > 64:
+        raise InvalidInput("subject", "must be at most 64 characters")
+    if subject:
+        rule["subject"] = subject
+    if rule["metric"] not in ALERT_METRICS:
+        raise InvalidInput("metric", f"must be one of {', '.join(ALERT_METRICS)}, got {rule['metric']!r}")
     if rule["op"] not in ALERT_OPS:
         raise InvalidInput("op", f"must be one of {' '.join(ALERT_OPS)}, got {rule['op']!r}")
     if rule["severity"] not in SEVERITIES:
@@ -151,7 +162,11 @@ def classes():
 
 @bp.get("/alerts")
 def alerts():
-    return jsonify(control().call("alerts.list"))
+    """Active alerts, newest first, then (state=all, the default) the recently resolved ones."""
+    state = request.args.get("state", "all")
+    if state not in ("active", "all"):
+        raise InvalidInput("state", f"must be active or all, got {state!r}")
+    return jsonify(control().call("alerts.list", state=state, limit=1000))
 
 
 @bp.get("/alert-rules")
@@ -251,18 +266,35 @@ def export():
     return response
 
 
-def load_balancing(links_reply: dict[str, Any]) -> dict[str, Any]:
-    """New MPTCP subflows and flows per link in proportion to usable capacity times quality.
+def _capacity_mbit(link: dict[str, Any], direction: str) -> float | None:
+    """A link's capacity one way: the predicted one when the daemon has it, else the configured one."""
+    for key in (f"predicted_{direction}_mbit", f"{direction}_mbit"):
+        value = link.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+    return None
 
-    Usable capacity is the predicted capacity (or the configured one) minus what
-    the link already carries; a link with quality 0 or no headroom gets no weight.
+
+def load_balancing(links_reply: dict[str, Any]) -> dict[str, Any]:
+    """New MPTCP subflows and flows per WAN link in proportion to headroom times quality.
+
+    Headroom is the smaller of the two directions' capacity (predicted, else
+    configured) minus what the link carries now; a link whose capacity is
+    unknown ("auto" before any estimate) or has no headroom gets no weight.  A
+    link without a quality score yet counts as quality 1.
     """
     rows = []
     for link in links_reply.get("links") or []:
-        capacity = float(link.get("predicted_mbit") or link.get("capacity_mbit") or 0)
-        used = (float(link.get("up_bps") or 0) + float(link.get("down_bps") or 0)) / 2 / 1e6
-        headroom = max(0.0, capacity - used)
-        quality = min(1.0, max(0.0, float(link.get("quality") or 0)))
+        if link.get("role", "wan") != "wan":
+            continue
+        spare = []
+        for direction in ("up", "down"):
+            capacity = _capacity_mbit(link, direction)
+            if capacity is not None:
+                spare.append(capacity - float(link.get(f"{direction}_bps") or 0) / 1e6)
+        headroom = max(0.0, min(spare)) if spare else 0.0
+        quality = link.get("quality")
+        quality = 1.0 if quality is None else min(1.0, max(0.0, float(quality)))
         rows.append({"link": link.get("name"), "headroom_mbit": round(headroom, 3),
                      "quality": quality, "score": headroom * quality})
     total = sum(row["score"] for row in rows)
@@ -271,7 +303,7 @@ def load_balancing(links_reply: dict[str, Any]) -> dict[str, Any]:
         del row["score"]
     best = max(rows, key=lambda row: row["weight"], default=None)
     return {"links": rows, "prefer": best["link"] if best and best["weight"] > 0 else None,
-            "basis": "predicted capacity minus current load, times path quality"}
+            "basis": "capacity (predicted, else configured) minus current load, times path quality"}
 
 
 @bp.get("/recommendations/load-balancing")
@@ -292,27 +324,86 @@ def set_class(name: str):
     return jsonify(control().call("class.set", name=name, **settings))
 
 
+def _items(body: dict[str, Any], name: str) -> list[Any]:
+    """A list field given as a list (scripts) or as text separated by commas or spaces (forms)."""
+    value = body.get(name)
+    if value in (None, ""):
+        return []
+    if isinstance(value, str):
+        return [item for item in re.split(r"[,\s]+", value.strip()) if item]
+    if isinstance(value, list):
+        return value
+    raise InvalidInput(name, f"must be a list or text separated by commas, got {value!r}")
+
+
+def _port(item: Any) -> int | list[int]:
+    """A port (80) or a range ("6000-6010" or [6000, 6010]), as rules.add wants it."""
+    if isinstance(item, list) and len(item) == 2:
+        low, high = (_one_port(p) for p in item)
+        return [low, high]
+    if isinstance(item, str) and "-" in item:
+        low, high = (_one_port(p) for p in item.split("-", 1))
+        return [low, high]
+    return _one_port(item)
+
+
+def _one_port(item: Any) -> int:
+    try:
+        port = int(str(item).strip())
+    except ValueError:
+        raise InvalidInput("ports", f"must be ports or ranges like 873 or 6000-6010, got {item!r}") from None
+    if not 0 <= port <= 65535:
+        raise InvalidInput("ports", f"a port is 0 to 65535, got {port}")
+    return port
+
+
 def validate_rule(body: dict[str, Any]) -> dict[str, Any]:
-    rule: dict[str, Any] = {}
-    for name, limit in (("match", 200), ("class", 32)):
-        value = str(body.get(name, "")).strip()
-        if not value or len(value) > limit:
-            raise InvalidInput(name, f"must be a non-empty text of at most {limit} characters")
-        rule[name] = value
-    if "position" in body and body["position"] not in (None, ""):
-        rule["position"] = int(_number(body, "position", int, 0, 10_000))
-    return rule
+    """The `rules.add` arguments from a form or a script: {rule: {class, match, comment}, position}.
+
+    `match` may be given whole (the daemon's map) or as fields `proto`, `ports`,
+    `cidrs`, `hosts`; the daemon checks the rest (known class, CIDR syntax)."""
+    name = str(body.get("class", "")).strip()
+    if not name or len(name) > 32:
+        raise InvalidInput("class", "must be a class name of at most 32 characters")
+    if isinstance(body.get("match"), dict):
+        match = body["match"]
+    else:
+        proto = str(body.get("proto") or "any").strip()
+        if proto not in RULE_PROTOS:
+            raise InvalidInput("proto", f"must be one of {', '.join(RULE_PROTOS)}, got {proto!r}")
+        match = {"proto": proto}
+        ports = [_port(p) for p in _items(body, "ports")]
+        cidrs = [str(c) for c in _items(body, "cidrs")]
+        hosts = [str(h) for h in _items(body, "hosts")]
+        for key, values in (("ports", ports), ("cidrs", cidrs), ("hosts", hosts)):
+            if values:
+                match[key] = values
+        if len(match) == 1:
+            raise InvalidInput("ports", "give at least one of ports, networks (CIDR) or host names")
+    rule: dict[str, Any] = {"class": name, "match": match}
+    comment = str(body.get("comment") or "").strip()
+    if comment:
+        rule["comment"] = comment[:200]
+    args: dict[str, Any] = {"rule": rule}
+    if body.get("position") not in (None, ""):
+        args["position"] = int(_number(body, "position", int, 0, 10_000))
+    return args
+
+
+@bp.get("/rules")
+def rules():
+    return jsonify(control().call("rules.list"))
 
 
 @bp.post("/rules")
 def add_rule():
-    """A classification rule (`match` as the daemon's rule syntax, e.g. `tcp port 22`)."""
+    """A classification rule: class plus proto/ports/cidrs/hosts (or the daemon's `match` map)."""
     return jsonify(control().call("rules.add", **validate_rule(_json_body())))
 
 
-@bp.delete("/rules/<int:index>")
-def delete_rule(index: int):
-    return jsonify(control().call("rules.delete", index=index))
+@bp.delete("/rules/<rule_id>")
+def delete_rule(rule_id: str):
+    return jsonify(control().call("rules.delete", id=rule_id))
 
 
 @bp.post("/alerts/<alert_id>/ack")
@@ -323,7 +414,7 @@ def ack_alert(alert_id: str):
 @bp.post("/alert-rules/<name>")
 def set_alert_rule(name: str):
     rule = validate_alert_rule(_json_body())
-    return jsonify(control().call("alert_rules.set", name=name, **rule))
+    return jsonify(control().call("alert_rules.set", rule={"name": name, **rule}))
 
 
 @bp.delete("/alert-rules/<name>")

@@ -122,20 +122,23 @@ def build(relay, ctl) -> str:
         out.add("anabranch_class_flows", "gauge", "Live flows per class", entry["flows"], **{"class": name})
 
     classes = ctl.optional("classes")
-    for cls in _items(classes, "classes"):
-        labels = {"class": cls.get("name")}
-        out.add("anabranch_class_sent_bytes_total", "counter", "Bytes sent by the class's HTB qdisc class",
-                cls.get("sent_bytes"), **labels)
-        out.add("anabranch_class_sent_packets_total", "counter", "Packets sent by the class",
-                cls.get("sent_packets"), **labels)
-        out.add("anabranch_class_dropped_packets_total", "counter", "Packets the class dropped",
-                cls.get("dropped"), **labels)
-        out.add("anabranch_class_overlimits_total", "counter", "Times the class hit its limit",
-                cls.get("overlimits"), **labels)
-        out.add("anabranch_class_rate_mbit", "gauge", "HTB rate planned for the class", cls.get("rate_mbit"),
-                **labels)
-        out.add("anabranch_class_ceil_mbit", "gauge", "HTB ceil planned for the class", cls.get("ceil_mbit"),
-                **labels)
+    shaping = (classes or {}).get("shaping") or {}
+    for link in _items(shaping, "links"):
+        for cls in _items(link, "classes"):
+            labels = {"class": cls.get("name"), "interface": link.get("iface"), "direction": link.get("direction")}
+            out.add("anabranch_class_sent_bytes_total", "counter", "Bytes sent by the class's HTB qdisc class",
+                    cls.get("sent_bytes"), **labels)
+            out.add("anabranch_class_sent_packets_total", "counter", "Packets sent by the class",
+                    cls.get("sent_packets"), **labels)
+            out.add("anabranch_class_dropped_packets_total", "counter", "Packets the class dropped",
+                    cls.get("dropped"), **labels)
+            out.add("anabranch_class_overlimits_total", "counter", "Times the class hit its limit",
+                    cls.get("overlimits"), **labels)
+            rate, ceil = _number(cls.get("rate_bps")), _number(cls.get("ceil_bps"))
+            out.add("anabranch_class_rate_mbit", "gauge", "HTB rate of the class in the kernel",
+                    None if rate is None else rate / 1e6, **labels)
+            out.add("anabranch_class_ceil_mbit", "gauge", "HTB ceil of the class in the kernel",
+                    None if ceil is None else ceil / 1e6, **labels)
 
     links = ctl.optional("links")
     for link in _items(links, "links"):
@@ -150,8 +153,9 @@ def build(relay, ctl) -> str:
             bps = _number(link.get(f"{direction}_bps"))
             out.add("network_bandwidth_mbps", "gauge", "Throughput per link",
                     None if bps is None else bps / 1e6, link=name, direction=direction)
-        out.add("anabranch_link_capacity_mbit", "gauge", "Configured capacity per link",
-                link.get("capacity_mbit"), link=name)
+        for direction in ("up", "down"):
+            out.add("anabranch_link_capacity_mbit", "gauge", "Capacity per link (configured or set by the API)",
+                    link.get(f"{direction}_mbit"), link=name, direction=direction)
         out.add("anabranch_link_predicted_capacity_mbit", "gauge", "Predicted capacity per link",
                 link.get("predicted_mbit"), link=name)
         out.add("anabranch_link_prediction_confidence", "gauge", "Confidence of the capacity prediction (0..1)",
@@ -183,7 +187,7 @@ def build(relay, ctl) -> str:
 
     alerts = ctl.optional("alerts.list")
     if alerts is not None:
-        active = list(_items(alerts, "active"))
+        active = [a for a in _items(alerts, "alerts") if a.get("state") == "active"]
         out.declare("anabranch_alerts_active", "gauge", "Active alerts per severity")
         for severity in ("info", "warning", "critical"):
             out.add("anabranch_alerts_active", "gauge", "Active alerts per severity",

@@ -21,39 +21,49 @@ _ROUTES: list[tuple[str, str, str, str | None, list[str], dict[str, Any] | None]
     ("get", "/connections", "MPTCP connections with their subflows", "mptcp", [], None),
     ("get", "/connections/{id}", "One MPTCP connection", "mptcp", ["id"], None),
     ("get", "/links", "WAN links: capacity, prediction, RTT, jitter, loss, quality", "links", [], None),
-    ("get", "/classes", "Traffic classes, the HTB plan read back from the kernel, and the rules", "classes",
-     [], None),
+    ("get", "/classes", "Traffic classes with live counts, and the HTB plan read back from the kernel",
+     "classes", [], None),
     ("post", "/classes/{name}", "Change a class's priority, minimum, maximum or DSCP (admin)", "class.set",
      ["name"], {"type": "object", "properties": {
-         "priority": {"type": "integer", "minimum": 0, "maximum": 7},
+         "priority": {"type": "integer", "minimum": 0, "maximum": 3},
          "min_mbit": {"type": "number", "minimum": 0}, "max_mbit": {"type": "number", "minimum": 0},
          "dscp": {"type": "integer", "minimum": 0, "maximum": 63}}}),
-    ("post", "/rules", "Add a classification rule (admin); the daemon checks the match syntax", "rules.add",
-     [], {"type": "object", "required": ["match", "class"], "properties": {
-         "match": {"type": "string", "maxLength": 200}, "class": {"type": "string", "maxLength": 32},
+    ("get", "/rules", "Classification rules in match order", "rules.list", [], None),
+    ("post", "/rules", "Add a classification rule (admin); the daemon checks classes and networks", "rules.add",
+     [], {"type": "object", "required": ["class"], "properties": {
+         "class": {"type": "string", "maxLength": 32},
+         "proto": {"enum": ["any", "tcp", "udp"]},
+         "ports": {"description": "ports and ranges: \"873, 6000-6010\" or [873, [6000, 6010]]"},
+         "cidrs": {"description": "networks: \"10.0.0.0/8 fd00::/8\" or a list"},
+         "hosts": {"description": "host names (SNI, HTTP Host, DNS), \"*.example\" or a list"},
+         "match": {"type": "object", "description": "the daemon's match map instead of the four fields"},
+         "comment": {"type": "string", "maxLength": 200},
          "position": {"type": "integer", "minimum": 0}}}),
-    ("delete", "/rules/{index}", "Delete the classification rule at an index (admin)", "rules.delete",
-     ["index"], None),
-    ("get", "/alerts", "Active alerts and their history", "alerts.list", [], None),
+    ("delete", "/rules/{id}", "Delete a classification rule by its id (admin)", "rules.delete", ["id"], None),
+    ("get", "/alerts", "Active alerts, then (state=all) the recently resolved ones", "alerts.list",
+     ["state"], None),
     ("post", "/alerts/{id}/ack", "Acknowledge an alert (admin)", "alerts.ack", ["id"], None),
     ("get", "/alert-rules", "Alert rules", "alert_rules.list", [], None),
     ("post", "/alert-rules/{name}", "Create or replace an alert rule (admin)", "alert_rules.set", ["name"],
      {"type": "object", "required": ["metric", "op", "threshold", "for_s", "severity"], "properties": {
-         "metric": {"type": "string"}, "op": {"enum": [">", ">=", "<", "<="]},
+         "metric": {"enum": ["link_utilization", "datapath_errors", "flows", "tick_ms", "total_bps",
+                             "class_bps"]},
+         "subject": {"type": "string", "maxLength": 64, "description": "a link or class name, per metric"},
+         "op": {"enum": [">", ">=", "<", "<="]},
          "threshold": {"type": "number"}, "for_s": {"type": "number", "minimum": 0},
          "severity": {"enum": ["info", "warning", "critical"]}}}),
     ("delete", "/alert-rules/{name}", "Delete an alert rule (admin)", "alert_rules.delete", ["name"], None),
     ("get", "/predictions", "Predicted demand per class and capacity per link", "predict", [], None),
-    ("get", "/usage", "Bytes per host per day and month, with quotas", "usage", [], None),
+    ("get", "/usage", "Traffic per LAN host", "usage", [], None),
     ("get", "/recommendations/load-balancing", "Suggested share of new flows per link", "links", [], None),
 ]
 
 _PARAM_DOC = {
-    "series": "series name, e.g. link.wan0.down_bps or class.voice.up_bps",
+    "series": "series name, e.g. total.down_bps or link.wan0.down_bps",
     "start": "unix seconds (default: end - 1 h)", "end": "unix seconds (default: now)",
     "step": "seconds per point", "format": "csv or json", "limit": "most rows", "sort": "rate, bytes, "
     "first_seen or last_seen", "iface": "interface name", "proto": "tcp, udp, icmp...", "host": "an address",
-    "id": "identifier", "name": "name", "index": "0-based position in the rule list",
+    "id": "identifier", "name": "name", "state": "active, or all (default) for resolved ones too",
 }
 
 

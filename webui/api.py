@@ -266,6 +266,23 @@ def export():
     return response
 
 
+def path_of(link: dict[str, Any]) -> dict[str, float | None]:
+    """A link's path measurements, normalised: RTT p50/p95 and jitter in ms, loss and
+    quality as 0..1.  The daemon puts the controller's path statistics under `quality`
+    (loss_pct and score 0-100), or None before its first tick."""
+    stats = link.get("quality")
+    if not isinstance(stats, dict):
+        return {"rtt_p50_ms": None, "rtt_p95_ms": None, "jitter_ms": None, "loss": None,
+                "quality": None if stats is None else float(stats)}
+
+    def scaled(key: str) -> float | None:
+        value = stats.get(key)
+        return None if value is None else float(value) / 100
+
+    return {"rtt_p50_ms": stats.get("rtt_p50_ms"), "rtt_p95_ms": stats.get("rtt_p95_ms"),
+            "jitter_ms": stats.get("jitter_ms"), "loss": scaled("loss_pct"), "quality": scaled("score")}
+
+
 def _capacity_mbit(link: dict[str, Any], direction: str) -> float | None:
     """A link's capacity one way: the predicted one when the daemon has it, else the configured one."""
     for key in (f"predicted_{direction}_mbit", f"{direction}_mbit"):
@@ -293,8 +310,8 @@ def load_balancing(links_reply: dict[str, Any]) -> dict[str, Any]:
             if capacity is not None:
                 spare.append(capacity - float(link.get(f"{direction}_bps") or 0) / 1e6)
         headroom = max(0.0, min(spare)) if spare else 0.0
-        quality = link.get("quality")
-        quality = 1.0 if quality is None else min(1.0, max(0.0, float(quality)))
+        quality = path_of(link)["quality"]
+        quality = 1.0 if quality is None else min(1.0, max(0.0, quality))
         rows.append({"link": link.get("name"), "headroom_mbit": round(headroom, 3),
                      "quality": quality, "score": headroom * quality})
     total = sum(row["score"] for row in rows)

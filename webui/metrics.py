@@ -19,7 +19,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from anabranch.client import CommandFailed
 
 from . import auth
-from .api import class_rates, published_predictions
+from .api import class_rates, path_of, published_predictions
 from .control import NotAvailable, control
 
 log = logging.getLogger(__name__)
@@ -143,12 +143,13 @@ def build(relay, ctl) -> str:
     links = ctl.optional("links")
     for link in _items(links, "links"):
         name = link.get("name")
-        out.add("network_latency_milliseconds", "gauge", "Path RTT per link", link.get("rtt_p50_ms"),
+        path = path_of(link)
+        out.add("network_latency_milliseconds", "gauge", "Path RTT per link", path["rtt_p50_ms"],
                 link=name, quantile="0.5")
-        out.add("network_latency_milliseconds", "gauge", "Path RTT per link", link.get("rtt_p95_ms"),
+        out.add("network_latency_milliseconds", "gauge", "Path RTT per link", path["rtt_p95_ms"],
                 link=name, quantile="0.95")
-        out.add("network_jitter_milliseconds", "gauge", "RTT jitter per link", link.get("jitter_ms"), link=name)
-        out.add("packet_loss_ratio", "gauge", "Loss ratio per link (0..1)", link.get("loss"), link=name)
+        out.add("network_jitter_milliseconds", "gauge", "RTT jitter per link", path["jitter_ms"], link=name)
+        out.add("packet_loss_ratio", "gauge", "Loss ratio per link (0..1)", path["loss"], link=name)
         for direction in ("up", "down"):
             bps = _number(link.get(f"{direction}_bps"))
             out.add("network_bandwidth_mbps", "gauge", "Throughput per link",
@@ -160,7 +161,7 @@ def build(relay, ctl) -> str:
                 link.get("predicted_mbit"), link=name)
         out.add("anabranch_link_prediction_confidence", "gauge", "Confidence of the capacity prediction (0..1)",
                 link.get("confidence"), link=name)
-        out.add("anabranch_path_quality", "gauge", "Path quality score (0..1)", link.get("quality"), link=name)
+        out.add("anabranch_path_quality", "gauge", "Path quality score (0..1)", path["quality"], link=name)
 
     mptcp = ctl.optional("mptcp")
     if mptcp is not None:
@@ -173,7 +174,7 @@ def build(relay, ctl) -> str:
         for sub in subflows:
             by_link.setdefault(str(sub.get("iface")), []).append(sub)
         all_bytes = sum(float(s.get("bytes_up") or 0) + float(s.get("bytes_down") or 0) for s in subflows)
-        loss = {link.get("name"): link.get("loss") for link in _items(links, "links")}
+        loss = {link.get("name"): path_of(link)["loss"] for link in _items(links, "links")}
         for link_name, subs in sorted(by_link.items()):
             link_bytes = sum(float(s.get("bytes_up") or 0) + float(s.get("bytes_down") or 0) for s in subs)
             out.add("mptcp_bandwidth_utilization", "gauge", "Share of MPTCP bytes carried per link (0..1)",

@@ -46,8 +46,8 @@
       const shares = ["up", "down"].filter((d) => link[d + "_mbit"])
         .map((d) => (iface[d + "_bps"] || 0) / (link[d + "_mbit"] * 1e6));
       cell(row, shares.length ? AB.pct(Math.max(...shares)) : "—", "num");
-      const quality = links[iface.name] && links[iface.name].quality;
-      cell(row, quality === null || quality === undefined ? "—" : Number(quality).toFixed(2), "num");
+      const quality = AB.path(links[iface.name]).quality;
+      cell(row, quality === null ? "—" : quality.toFixed(2), "num");
       return row;
     });
     AB.replaceBody($("ifaces"), rows, 7, "The daemon reports no interfaces.");

@@ -126,29 +126,33 @@
       const body = document.createElement("tbody");
       for (const conn of conns) {
         const subflows = conn.subflows || [];
-        const total = subflows.reduce((n, s) => n + (s.bytes_up || 0) + (s.bytes_down || 0), 0);
-        const row = el("tr", { class: "conn" });
+        const total = conn.bytes_up !== undefined ? (conn.bytes_up || 0) + (conn.bytes_down || 0)
+          : subflows.reduce((n, s) => n + (s.bytes_up || 0) + (s.bytes_down || 0), 0);
+        const row = el("tr", { class: "conn", "data-conn": String(conn.id) });
         const th = cell(row, "", "", "th");
         th.setAttribute("scope", "row");
         const id = String(conn.id);
         const open = expanded.has(id);
+        const tokens = conn.tokens || [];
         const toggle = el("button", { type: "button", class: "expander", "aria-expanded": String(open),
-          "aria-controls": "subflows-" + id }, (open ? "▾ " : "▸ ") + "token " + (conn.tokens || []).join(" / "));
+          "aria-controls": "subflows-" + id },
+          (open ? "▾ " : "▸ ") + (tokens.length ? "token " + tokens.join(" / ") : "connection " + id));
         toggle.addEventListener("click", () => {
           if (expanded.has(id)) expanded.delete(id); else expanded.add(id);
           renderConnections(reply);
           $("mptcp").querySelector('[aria-controls="subflows-' + id + '"]').focus();
         });
         th.appendChild(toggle);
-        cell(row, "v" + conn.version);
-        cell(row, conn.state || "—");
+        if (conn.class) th.appendChild(badge(conn.class));
+        cell(row, conn.version === null || conn.version === undefined ? "—" : "v" + conn.version);
+        cell(row, conn.state || (conn.ended ? "ended" + (conn.end_reason ? " (" + conn.end_reason + ")" : "") : "open"));
         cell(row, count(subflows.length), "num");
         cell(row, bytes(total), "num");
         const paths = cell(row, "", "share-cell");
         const strip = el("div", { class: "share-strip", role: "img",
-          "aria-label": subflows.map((s) => s.iface + " " + pct(s.share)).join(", ") });
+          "aria-label": subflows.map((s) => (s.iface || "?") + " " + pct(s.share)).join(", ") });
         for (const s of subflows) {
-          const part = el("span", { class: "share-part", title: s.iface + " " + pct(s.share) });
+          const part = el("span", { class: "share-part", title: (s.iface || "?") + " " + pct(s.share) });
           part.style.width = (100 * (Number(s.share) || 0)).toFixed(1) + "%";
           strip.appendChild(part);
         }
@@ -164,10 +168,14 @@
         inner.appendChild(el("thead")).appendChild(head);
         const ib = inner.appendChild(el("tbody"));
         for (const s of subflows) {
-          const r = el("tr", { class: "subflow" });
-          cell(r, endpoint(s.src, s.sport, String(s.src).includes(":") ? 6 : 4, "tcp") + " → " +
-            endpoint(s.dst, s.dport, String(s.dst).includes(":") ? 6 : 4, "tcp"), "mono");
-          cell(r, s.iface, "mono");
+          const r = el("tr", { class: "subflow" + (s.ended ? " ended" : "") });
+          const lan = s.lan ?? s.src, lanPort = s.lan_port ?? s.sport;
+          const remote = s.remote ?? s.dst, remotePort = s.remote_port ?? s.dport;
+          const ends = lan === undefined ? "flow " + s.flow_id
+            : endpoint(lan, lanPort, String(lan).includes(":") ? 6 : 4, "tcp") + " → " +
+              endpoint(remote, remotePort, String(remote).includes(":") ? 6 : 4, "tcp");
+          cell(r, ends + (s.role ? " (" + s.role + ")" : "") + (s.ended ? " · ended" : ""), "mono");
+          cell(r, s.iface || "—", "mono");
           cell(r, bytes(s.bytes_up), "num");
           cell(r, bytes(s.bytes_down), "num");
           cell(r, ms(s.rtt_ms), "num");
@@ -210,16 +218,17 @@
         cell(row, rate(l.up_bps), "num up");
         cell(row, rate(l.down_bps), "num down");
         cell(row, pct(utilisation(l)), "num");
-        cell(row, ms(l.rtt_p50_ms) + " / " + ms(l.rtt_p95_ms), "num");
-        cell(row, ms(l.jitter_ms), "num");
-        cell(row, pct(l.loss), "num");
+        const p = AB.path(l);
+        cell(row, ms(p.rtt_p50_ms) + " / " + ms(p.rtt_p95_ms), "num");
+        cell(row, ms(p.jitter_ms), "num");
+        cell(row, pct(p.loss), "num");
         const q = cell(row, "");
-        if (l.quality === null || l.quality === undefined) {
+        if (p.quality === null) {
           q.textContent = "—";
         } else {
           q.appendChild(el("meter", { min: "0", max: "1", low: "0.5", high: "0.8", optimum: "1",
-            value: String(l.quality), "aria-label": "quality of " + l.name }));
-          q.appendChild(document.createTextNode(" " + Number(l.quality).toFixed(2)));
+            value: String(p.quality), "aria-label": "quality of " + l.name }));
+          q.appendChild(document.createTextNode(" " + p.quality.toFixed(2)));
         }
         return row;
       });

@@ -17,7 +17,7 @@ METRICS = {
     "path.rtt_p95_ms": "link", "path.loss_pct": "link", "path.jitter_ms": "link",
     "path.score": "link", "link.utilisation_pct": "link", "flows.active": "-",
     "quota.used_pct": "quota subject", "datapath.events_lost": "-",
-    "datapath.map_fill_pct": "map", "datapath.errors": "counter",
+    "datapath.map_fill_pct": "map", "datapath.errors": "counter", "link.down": "link",
 }
 SEVERITIES = ("info", "warning", "critical")
 OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
@@ -51,7 +51,12 @@ DEFAULT_RULES = (
               "the datapath lost events (ring buffer full)"),
     AlertRule("datapath_map_full", "datapath.map_fill_pct", ">", 90, "warning", 10,
               "a datapath map is more than 90 % full"),
+    AlertRule("link_down", "link.down", ">", 0, "critical", 0,
+              "a configured link is missing or down"),
 )
+# A restored alert (active when the daemon stopped) waits this long for its metric
+# to be measured again before it is resolved for lack of evidence.
+RESTORE_GRACE_S = 120.0
 
 
 @dataclass
@@ -127,6 +132,16 @@ class Alerting:
         self._ids = itertools.count(first_id)
         self._pending: dict[tuple[str, str], float] = {}
         self.active: dict[tuple[str, str], Alert] = {}
+        self._restored: dict[tuple[str, str], float] = {}    # key -> resolve-anyway deadline
+
+    def restore(self, alerts: list[Alert], now: float) -> None:
+        """Alerts the previous run left active stay active across a restart: each is
+        resolved once its metric is measured again and no longer holds (or after a grace)."""
+        for alert in alerts:
+            key = (alert.rule, alert.subject)
+            self.active[key] = alert
+            self._pending[key] = alert.raised_at
+            self._restored[key] = now + RESTORE_GRACE_S
 
     def update(self, metrics: dict[str, dict[str, float]], now: float) -> AlertChanges:
         changes = AlertChanges()
@@ -148,6 +163,14 @@ class Alerting:
                                   value, rule.threshold, now)
                     self.active[key] = alert
                     changes.raised.append(alert)
+        for key, deadline in list(self._restored.items()):
+            alert = self.active.get(key)
+            if key in holding or alert is None:
+                del self._restored[key]
+            elif key[1] not in metrics.get(alert.metric, {}) and now < deadline:
+                holding.add(key)     # not measured yet since the restart: keep it
+            else:
+                del self._restored[key]
         for key in list(self._pending):
             if key not in holding:
                 del self._pending[key]

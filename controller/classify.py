@@ -43,6 +43,8 @@ SIGNATURES = ("stun", "rtp", "rtcp", "sip", "rtsp", "hls", "dash", "bittorrent",
               "rsync", "tftp", "download")
 HEURISTICS = ("heuristic:voice", "heuristic:video", "heuristic:file", "heuristic:call-socket")
 DEFAULT_REASON = "default"
+# Port rules with more ranges than this match through a 64 KiB lookup table.
+LUT_MIN_RANGES = 4
 
 
 class HostPattern:
@@ -300,19 +302,9 @@ class Classifier:
 
     def __init__(self, options: ClassifyOptions | None = None):
         self.options = options or ClassifyOptions()
-        self.rules = default_rules(self.options)
-        self.reasons = [r.id for r in self.rules] + list(HEURISTICS) + [DEFAULT_REASON]
-        self._heuristic_reason = {h: len(self.rules) + i for i, h in enumerate(HEURISTICS)}
-        self._default_reason = len(self.reasons) - 1
-        self._host_rules = [i for i, r in enumerate(self.rules) if r.hosts is not None]
-        # A 64 KiB lookup table per port rule: two gathers instead of four compares per range.
-        self._port_luts: dict[int, np.ndarray] = {}
-        for i, rule in enumerate(self.rules):
-            if rule.ports:
-                lut = np.zeros(65536, dtype=bool)
-                for lo, hi in rule.ports:
-                    lut[lo: hi + 1] = True
-                self._port_luts[i] = lut
+        self._sticky_reason = np.zeros(0, dtype=np.int16)
+        self.reasons: list[str] = []
+        self._set_rules(default_rules(self.options))
         self.hosts = HostNames(min_ttl_s=self.options.dns_min_ttl_s)
         self._flow_names: dict[int, tuple[str, ...]] = {}
         self._named_ids = np.zeros(0, dtype=np.uint64)
@@ -320,12 +312,39 @@ class Classifier:
         self._names_dirty = False
         self._sticky_ids = np.zeros(0, dtype=np.uint64)
         self._sticky_class = np.zeros(0, dtype=np.int8)
-        self._sticky_reason = np.zeros(0, dtype=np.int16)
         self._prev_ids = np.zeros(0, dtype=np.uint64)
         self._bps_mean = np.zeros(0)
         self._bps_var = np.zeros(0)
         self._ticks_seen = np.zeros(0, dtype=np.int32)
         self._last_prune = None
+
+    def _set_rules(self, rules: list[Rule]) -> None:
+        old_reasons = self.reasons
+        self.rules = rules
+        self.reasons = [r.id for r in self.rules] + list(HEURISTICS) + [DEFAULT_REASON]
+        self._heuristic_reason = {h: len(self.rules) + i for i, h in enumerate(HEURISTICS)}
+        self._default_reason = len(self.reasons) - 1
+        self._host_rules = [i for i, r in enumerate(self.rules) if r.hosts is not None]
+        # A 64 KiB lookup table per port rule of many ranges: two gathers instead of four
+        # compares per range (rules of a few ranges compare: a thousand API rules stay small).
+        self._port_luts: dict[int, np.ndarray] = {}
+        for i, rule in enumerate(self.rules):
+            if len(rule.ports) > LUT_MIN_RANGES:
+                lut = np.zeros(65536, dtype=bool)
+                for lo, hi in rule.ports:
+                    lut[lo: hi + 1] = True
+                self._port_luts[i] = lut
+        if len(self._sticky_reason):
+            # Sticky heuristic verdicts keep their reason across a rule change (by name).
+            index = {name: i for i, name in enumerate(self.reasons)}
+            remap = np.array([index.get(name, self._default_reason) for name in old_reasons], dtype=np.int16)
+            self._sticky_reason = remap[self._sticky_reason]
+        self._names_dirty = True
+
+    def replace_rules(self, rules: list[Rule]) -> None:
+        """Run time rule changes (the API's): `rules` go first, then the configured ones,
+        the services and the port table; host names and sticky verdicts are kept."""
+        self._set_rules(list(rules) + default_rules(self.options))
 
     # -- host names ------------------------------------------------------------------
     def _name_flow(self, flow_id: int, names: tuple[str, ...]) -> None:
@@ -414,8 +433,14 @@ class Classifier:
             if rule.proto is not None:
                 mask &= proto == rule.proto
             if rule.ports:
-                lut = self._port_luts[i]
-                mask &= lut[remote_port] | lut[lan_port]
+                lut = self._port_luts.get(i)
+                if lut is not None:
+                    mask &= lut[remote_port] | lut[lan_port]
+                else:
+                    hit = np.zeros(n, dtype=bool)
+                    for lo, hi in rule.ports:
+                        hit |= ((remote_port >= lo) & (remote_port <= hi)) | ((lan_port >= lo) & (lan_port <= hi))
+                    mask &= hit
             if rule.lan_cidrs:
                 if "lan" not in words:
                     words["lan"] = _address_words(keys["lan_addr"])

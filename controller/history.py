@@ -167,6 +167,14 @@ class History:
         return dict(self.db.execute("SELECT level, COUNT(*) FROM series GROUP BY level").fetchall())
 
 
+def open_alerts(history: History) -> list[Alert]:
+    """Alerts the previous run left active (to restore them, not to raise them again)."""
+    rows = history.db.execute(
+        "SELECT id, rule, metric, subject, severity, summary, value, threshold, raised_at "
+        "FROM alerts WHERE resolved_at IS NULL ORDER BY id").fetchall()
+    return [Alert(*row) for row in rows]
+
+
 def close_open_alerts(history: History, now: float) -> int:
     """After a restart, alerts the previous run left open are resolved at `now`
     (the new run raises them again if their condition still holds)."""

@@ -116,6 +116,19 @@ class PathMonitor:
         self._packets = CounterDeltas()
         self._retrans = CounterDeltas()
 
+    def set_links(self, specs: list[LinkSpec]) -> None:
+        """Replace the known links (a re-created link has a new ifindex); a link whose
+        spec is unchanged keeps its window."""
+        wanted = {s.ifindex: s for s in specs}
+        for ifindex in [i for i in self.links if i not in wanted]:
+            del self.links[ifindex]
+        for ifindex, spec in wanted.items():
+            link = self.links.get(ifindex)
+            if link is None:
+                self.links[ifindex] = _Link(spec)
+            else:
+                link.spec = spec
+
     def update(self, table: FlowTable, now: float, extras: FlowExtras | None = None,
                packet_deltas: np.ndarray | None = None) -> list[PathStats]:
         """`packet_deltas` [n, 2] saves recomputing the tick's packets from counters."""

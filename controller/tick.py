@@ -17,7 +17,7 @@ from .alerts import AlertChanges, AlertOptions, Alerting
 from .classify import CLASS_INDEX, CLASSES, Classification, Classifier, ClassifyOptions, Policy
 from .features import CounterDeltas, FlowExtras
 from .flows import DOWN, UP, FlowTable
-from .history import History, Point, close_open_alerts
+from .history import History, Point, open_alerts
 from .mptcp import MptcpOptions, MptcpResult, MptcpTracker
 from .paths import LinkSpec, PathMonitor, PathOptions, PathStats, recommend
 from .usage import QuotaEvent, UsageMeter, UsageOptions
@@ -75,6 +75,8 @@ class DatapathHealth:
     events_lost: int = 0                                       # since the last tick
     map_fill_pct: dict[str, float] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)       # since the last tick
+    # 1.0 for each configured link that is missing or down, 0.0 for one that is up.
+    links_down: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,7 +113,7 @@ class Controller:
             saved = self.history.load_state("usage")
             if saved:
                 self.usage.restore(saved)
-        self._restarted = self.history is not None
+        self._restored_alerts = False
         self._deltas = CounterDeltas()
         self._tick_deltas = np.zeros((0, 4))
         self._last_state = None
@@ -125,12 +127,20 @@ class Controller:
             ("history", self._history),
         )
 
+    def _restore(self, now: float) -> None:
+        """Alerts the previous run left active stay active (see Alerting.restore)."""
+        self._restored_alerts = True
+        if self.history is not None:
+            self.alerting.restore(open_alerts(self.history), now)
+
     def close(self) -> None:
         if self.history is not None:
             self.history.close()
 
     def tick(self, table: FlowTable, events: list, now: float, extras: FlowExtras | None = None,
              datapath: DatapathHealth | None = None) -> TickResult:
+        if not self._restored_alerts:
+            self._restore(now)
         if extras is not None:
             extras.check(len(table))
         result = TickResult(now=now)
@@ -193,15 +203,13 @@ class Controller:
             m["datapath.events_lost"] = {"-": float(datapath.events_lost)}
             m["datapath.map_fill_pct"] = dict(datapath.map_fill_pct)
             m["datapath.errors"] = {k: float(v) for k, v in datapath.errors.items()}
+            m["link.down"] = dict(datapath.links_down)
         result.metrics = m
         result.alerts = self.alerting.update(m, now)
 
     def _history(self, result: TickResult, table, events, now, extras, datapath) -> None:
         if self.history is None:
             return
-        if self._restarted:
-            close_open_alerts(self.history, now)
-            self._restarted = False
         points = [Point("total", "-", "flows", float(len(table)))]
         for name, t in result.class_totals.items():
             points += [Point("class", name, "up_bps", t["up_bps"]), Point("class", name, "down_bps", t["down_bps"]),

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from anabranch.client import messages
+from anabranch.controller.alerts import METRICS
 
 from . import kstructs
 from .server import ApiServer, Arg, Command, CommandError
@@ -48,7 +49,7 @@ NEW_RULE = Arg((dict,), required=True, fields={
     "class": Arg((str,), required=True, pattern=CLASS_NAME.pattern, max_len=32),
     "match": Arg((dict,), required=True, fields=MATCH.fields),
 })
-ALERT_METRICS = ("link_utilization", "datapath_errors", "flows", "tick_ms", "total_bps", "class_bps")
+ALERT_METRICS = tuple(METRICS)
 ALERT_RULE = Arg((dict,), required=True, fields={
     "name": Arg((str,), required=True, pattern=r"[a-z0-9][a-z0-9_-]{0,63}", max_len=64),
     "metric": Arg((str,), choices=ALERT_METRICS),
@@ -56,7 +57,7 @@ ALERT_RULE = Arg((dict,), required=True, fields={
     "threshold": Arg((float,), low=-1e12, high=1e12),
     "for_s": Arg((float,), low=0, high=86_400),
     "severity": Arg((str,), choices=("info", "warning", "critical")),
-    "subject": Arg((str,), max_len=64),
+    "summary": Arg((str,), max_len=200),
     "enabled": Arg((bool,)),
 })
 SAMPLES = Arg((list,), required=True, min_len=1, max_len=3600,
@@ -78,6 +79,7 @@ def _flow_index(table, flow_id: str) -> int | None:
 def links_view(provider) -> list[dict[str, Any]]:
     """Each configured interface with its capacity: the admin's, the API's, or `auto`."""
     links = []
+    paths = provider.path_stats() if hasattr(provider, "path_stats") else {}
     for iface in provider.interfaces():
         override = provider.policy.links.get(iface["name"], {})
         entry = dict(iface)
@@ -87,10 +89,16 @@ def links_view(provider) -> list[dict[str, Any]]:
             entry[key] = None if value == "auto" else value
             entry[f"{key[:-5]}_source"] = ("auto" if value in ("auto", None) else
                                             "api" if key in override else "config")
-        # Path quality needs the MPTCP/paths controller; None until it exists.
-        entry.setdefault("quality", None)
+        # Path quality from the controller's path monitor (None before the first tick).
+        entry["quality"] = paths.get(iface["name"])
         links.append(entry)
     return links
+
+
+def mptcp_view(provider) -> dict[str, Any]:
+    """MPTCP connections with their subflows (each with its path and share)."""
+    view = getattr(provider, "mptcp_view", None)
+    return view() if view is not None else {"available": False, "count": 0, "connections": []}
 
 
 def shaping_view(provider) -> dict[str, Any] | None:
@@ -192,8 +200,7 @@ class Handlers:
         return {"flow": record, "history": history}
 
     def mptcp(self, args):
-        # The MPTCP controller (tokens, subflows, paths) is not in this build yet.
-        return {"available": False, "count": 0, "connections": []}
+        return mptcp_view(self.p)
 
     def links(self, args):
         return {"links": links_view(self.p)}
@@ -202,7 +209,9 @@ class Handlers:
         return {"classes": classes_view(self.p), "shaping": shaping_view(self.p)}
 
     def rules_list(self, args):
-        return {"revision": self.p.policy.revision, "rules": self.p.policy.rules}
+        control = getattr(self.p, "control", None)
+        return {"revision": self.p.policy.revision, "rules": self.p.policy.rules,
+                "builtin": control.builtin_rules() if control is not None else []}
 
     def rules_add(self, args):
         position = args.get("position")
@@ -254,14 +263,23 @@ class Handlers:
         except KeyError:
             raise CommandError(messages.E_NOT_FOUND, f"args.id: no active alert {args['id']!r}") from None
 
+    def _configured_alert_rules(self) -> frozenset[str]:
+        control = getattr(self.p, "control", None)
+        return frozenset(r.id for r in control.options.alerts.rules) if control is not None else frozenset()
+
     def alert_rules_list(self, args):
-        return {"rules": self.p.policy.alert_rules}
+        control = getattr(self.p, "control", None)
+        return {"rules": control.alert_rules() if control is not None else self.p.policy.alert_rules}
 
     def alert_rules_set(self, args):
-        return {"rule": self._policy(lambda: self.p.policy.set_alert_rule(args["rule"]))}
+        configured = self._configured_alert_rules()
+        self._policy(lambda: self.p.policy.set_alert_rule(args["rule"], configured))
+        return {"rule": next((r for r in self.alert_rules_list({})["rules"] if r["name"] == args["rule"]["name"]),
+                             args["rule"])}
 
     def alert_rules_delete(self, args):
-        self._policy(lambda: self.p.policy.delete_alert_rule(args["name"]),
+        configured = self._configured_alert_rules()
+        self._policy(lambda: self.p.policy.delete_alert_rule(args["name"], configured),
                      missing=f"args.name: no alert rule {args['name']!r}")
         return {"deleted": args["name"]}
 

@@ -92,6 +92,9 @@ class Config:
     interfaces: tuple[InterfaceSettings, ...] = ()
     webui: WebSettings = field(default_factory=WebSettings)
     shaping: ShapingSettings = field(default_factory=ShapingSettings)
+    # The controller's options (classify, mptcp, paths, usage, alerts, history):
+    # an anabranch.controller.tick.ControllerOptions, validated with the rest.
+    controller: Any = None
     source: str = "<defaults>"
 
     def interface(self, name: str) -> InterfaceSettings:
@@ -250,12 +253,23 @@ def parse(document: dict[str, Any], source: str = "<string>") -> Config:
         hysteresis=r.get("hysteresis", shaping_defaults.hysteresis, _number(0.0, 0.5)),
     )
     r.finish()
+
+    # Imported here: the web UI reads its section through this module and needs
+    # none of the controller's validation when it does not parse the daemon's file.
+    from anabranch.controller.options import OptionsError
+    from anabranch.controller.tick import ControllerOptions
+
+    controller = None
+    try:
+        controller = ControllerOptions.configure(_table(top, "controller"))
+    except OptionsError as exc:
+        errors.extend(exc.errors)
     top.finish()
 
     if errors:
         raise ConfigError([f"{source}: {e}" for e in errors])
     return Config(daemon=daemon, api=api, interfaces=tuple(interfaces), webui=webui,
-                  shaping=shaping, source=source)
+                  shaping=shaping, controller=controller, source=source)
 
 
 def loads(text: str, source: str = "<string>") -> Config:

@@ -5,8 +5,9 @@
     anabranchd --dump-ebpf                                 print the C, cflags, header
     anabranchd --cleanup [--config FILE]                   remove what a killed daemon left
 
-Each tick (default 1 s) sweeps the flow map into numpy, computes rates in the
-controller, publishes `state` and `flows`, and between ticks answers commands.
+Each tick (default 1 s) sweeps the flow map into numpy, computes rates, runs the
+controller (classification, MPTCP, paths, usage, alerts, history) and writes its
+verdicts into the kernel maps, shapes, publishes, and between ticks answers commands.
 Needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (root in practice); see systemd/.
 """
 
@@ -79,6 +80,10 @@ class Daemon:
         self.alerts: AlertBook | None = None
         self.stream: Stream | None = None
         self.forecaster = None
+        self.control = None
+        self.controller_ms = 0.0
+        self._errors_prev: dict[str, int] = {}
+        self._shaper_revision: int | None = None
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -101,6 +106,9 @@ class Daemon:
         self.policy = Policy.load(self.config.daemon.state_dir)
         self.alerts = AlertBook(self.policy, lambda body: self.server.publish("alerts", body))
         self.forecaster = load_forecaster()
+        from .control import Control
+        self.control = Control(self.config.controller, self.policy, self.alerts, self.datapath,
+                               self.config.daemon.state_dir)
         self.stream = Stream(self.server, self, snapshot_every=api.snapshot_every)
         commands.register(self.server, self)
         from .links import LinkWatcher
@@ -143,10 +151,41 @@ class Daemon:
         self._shape()
 
     def _shape(self) -> None:
+        if self.policy.revision != self._shaper_revision:
+            self._shaper_revision = self.policy.revision
+            self._shaping_policy()
         try:
             self.shaper.tick(time.monotonic())
         except Exception:  # a shaping bug must not stop counting and the API
             log.exception("shaping tick failed; the kernel keeps the previous tree")
+
+    def _shaping_policy(self) -> None:
+        """The API's class settings and link capacities into the shaper."""
+        from anabranch.controller.allocate import TrafficClass
+
+        from .control import CLASS_IDS
+        from .shaper import shaped_links
+
+        classes = []
+        for name, settings in self.policy.classes.items():
+            if name in CLASS_IDS:
+                classes.append(TrafficClass(name, CLASS_IDS[name], int(settings["priority"]),
+                                            float(settings["min_mbit"]), settings["max_mbit"],
+                                            int(settings["dscp"])))
+        self.shaper.classes = tuple(classes)
+        # Only capacities change here: the shaped egresses are fixed by the configuration.
+        self.shaper.links = shaped_links(self._effective_config())
+
+    def _effective_config(self) -> config_mod.Config:
+        """The configuration with the API's link capacities (`link.set`) applied."""
+        import dataclasses
+
+        interfaces = []
+        for iface in self.config.interfaces:
+            override = self.policy.links.get(iface.name, {})
+            changes = {k: v for k, v in override.items() if k in ("up_mbit", "down_mbit") and v != "auto"}
+            interfaces.append(dataclasses.replace(iface, **changes))
+        return dataclasses.replace(self.config, interfaces=tuple(interfaces))
 
     def _on_link_events(self) -> None:
         configured = {iface.name for iface in self.config.interfaces}
@@ -193,6 +232,8 @@ class Daemon:
 
     def stop(self) -> None:
         self.notifier.stopping()
+        if self.control is not None:
+            self.control.close()
         if self.shaper is not None:
             if self.shaper.stop(self.config.shaping.on_stop):
                 log.error("removing the HTB trees left problems; run `anabranchd --cleanup`")
@@ -257,6 +298,7 @@ class Daemon:
         idle = self.table.idle(int(self.config.daemon.idle_timeout_s * 1e9))
         if idle.any():
             self.datapath.delete_flows(self.table.keys[idle])
+        self._control()
         self._shape()
         self._publish()
         self.ticks += 1
@@ -264,6 +306,33 @@ class Daemon:
         self.notifier.watchdog()
         if self.ticks % 10 == 0:
             self.notifier.status(self._status_line())
+
+    def _control(self) -> None:
+        from anabranch.controller.paths import LinkSpec
+        from anabranch.controller.tick import DatapathHealth
+
+        started = time.perf_counter()
+        errors = self.datapath.error_counts()
+        deltas = {k: max(0, v - self._errors_prev.get(k, 0)) for k, v in errors.items()}
+        self._errors_prev = errors
+        lost = deltas.pop("event_lost", 0)
+        wan = [i for i in self.config.interfaces if i.role == "wan"]
+        by_name = {name: idx for idx, name in self.iface_names.items()}
+        effective = self._effective_config()
+        self.control.set_links([LinkSpec(i.name, by_name[i.name], e.up_mbit, e.down_mbit)
+                                for i, e in zip(self.config.interfaces, effective.interfaces)
+                                if i.role == "wan" and i.name in by_name])
+        health = DatapathHealth(
+            events_lost=lost,
+            map_fill_pct={"flows": 100.0 * len(self.table) / self.config.daemon.flow_map_size},
+            errors={k: v for k, v in deltas.items() if v},
+            links_down={i.name: 0.0 if i.name in by_name and self.oper_up.get(i.name, True) else 1.0
+                        for i in wan})
+        try:
+            self.control.tick(self.table, self.events, time.time(), health)
+        except Exception:  # a controller bug must not stop counting, shaping and the API
+            log.exception("controller tick failed; flows keep their previous classes")
+        self.controller_ms = (time.perf_counter() - started) * 1000
 
     def _drain_events(self) -> None:
         from .events import decode_all
@@ -290,10 +359,18 @@ class Daemon:
         records = self.records.build(self.table, rows, self.iface_names, offset)
         for record, row in zip(records, rows.tolist()):
             record.update(self._datapath_fields(row))
+        decided = self.control.flow_classes(self.table) if self.control is not None else None
+        if decided is not None:
+            names, reasons = decided
+            for record, name, reason in zip(records, names[rows].tolist(), reasons[rows].tolist()):
+                record["class"], record["reason"] = name, reason
         return records
 
     def flow_classes(self) -> np.ndarray:
         """Each flow's class name (the API's class filter and per-class counts)."""
+        decided = self.control.flow_classes(self.table) if self.control is not None else None
+        if decided is not None:
+            return decided[0]
         values = self.table.values if self.table is not None else None
         if values is None:
             return np.full(len(self.table) if self.table is not None else 0, None, dtype=object)
@@ -311,11 +388,19 @@ class Daemon:
         return {
             "class": self.class_names.get(class_id),
             "reason": kstructs.REASONS[reason] if reason < len(kstructs.REASONS) else None,
+            # What the datapath marks with (the controller's verdict reaches it by the maps).
+            "kernel_class": self.class_names.get(class_id),
             "rtt_ms": [round(int(tcp[d]["rtt_srtt_ns"]) / 1e6, 3) if int(tcp[d]["rtt_samples"]) else None
                        for d in (UP, DOWN)],
             "retransmits": [int(tcp[UP]["retransmits"]), int(tcp[DOWN]["retransmits"])],
             "mptcp_subtypes": int(value["mptcp_subtypes"]),
         }
+
+    def mptcp_view(self) -> dict[str, Any]:
+        return self.control.mptcp_view(self.iface_names)
+
+    def path_stats(self) -> dict[str, dict[str, Any]]:
+        return self.control.path_stats() if self.control is not None else {}
 
     def interfaces(self) -> list[dict[str, Any]]:
         result = []
@@ -338,7 +423,8 @@ class Daemon:
             "daemon": {"version": version(), "pid": os.getpid(),
                        "uptime_s": round(time.monotonic() - self.started_mono, 1),
                        "tick_s": self.config.daemon.tick_s,
-                       "tick_ms": round(self.tick_ms, 3), "ticks": self.ticks},
+                       "tick_ms": round(self.tick_ms, 3), "ticks": self.ticks,
+                       "controller_ms": round(self.controller_ms, 3)},
             "interfaces": self.interfaces(),
             "link_changes": self.link_changes[-10:],
             "totals": self.table.totals() if self.table is not None else {},
@@ -348,6 +434,7 @@ class Daemon:
                          "events_lost": self.datapath.error_counts().get("event_lost", 0),
                          "cost": self.port_cost},
             "shaping": self.shaper.snapshot() if self.shaper is not None else None,
+            "recommendation": self.control.recommendation() if self.control is not None else {},
         }
 
     def _publish(self) -> None:

@@ -138,7 +138,7 @@ def _update_array(bpf_map, values: np.ndarray) -> None:
             bpf_map[bpf_map.Key(i)] = bpf_map.Leaf.from_buffer_copy(values[i:i + 1].tobytes())
 
 
-def _bump_generation(datapath, default_class: int | None = None) -> int:
+def bump_generation(datapath, default_class: int | None = None) -> int:
     config = datapath.config
     leaf = config[config.Key(0)]
     leaf.policy_generation = (leaf.policy_generation + 1) & 0xFFFFFFFF
@@ -182,7 +182,7 @@ def write_policy(datapath, policy: Policy) -> int:
         leaf = trie.Leaf()
         leaf.class_id = policy.class_id(rule.class_name)
         trie[key] = leaf
-    return _bump_generation(datapath, policy.class_id(policy.default_class))
+    return bump_generation(datapath, policy.class_id(policy.default_class))
 
 
 def _flow_key_struct(datapath, key: np.ndarray | dict):
@@ -209,7 +209,7 @@ def set_override(datapath, key, class_id: int) -> int:
     leaf = datapath.overrides.Leaf()
     leaf.class_id = class_id
     datapath.overrides[_flow_key_struct(datapath, key)] = leaf
-    return _bump_generation(datapath)
+    return bump_generation(datapath)
 
 
 def clear_override(datapath, key) -> int:
@@ -217,7 +217,7 @@ def clear_override(datapath, key) -> int:
         del datapath.overrides[_flow_key_struct(datapath, key)]
     except KeyError:
         pass
-    return _bump_generation(datapath)
+    return bump_generation(datapath)
 
 
 def set_token_class(datapath, token: int, class_id: int) -> None:

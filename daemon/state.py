@@ -39,23 +39,13 @@ DEFAULT_CLASSES: dict[str, dict[str, Any]] = {
 # The class of flows no rule matches.
 FALLBACK_CLASS = "interactive"
 
-DEFAULT_RULES: list[dict[str, Any]] = [
-    {"id": "default-voice", "class": "voice", "enabled": True, "comment": "SIP, RTP",
-     "match": {"proto": "any", "ports": [[5060, 5062], [16384, 16396]]}},
-    {"id": "default-video", "class": "video", "enabled": True, "comment": "RTMP, STUN/TURN, RTP, RTSP",
-     "match": {"proto": "any", "ports": [1935, 3478, 5004, 8554, [6970, 6979]]}},
-    {"id": "default-file", "class": "file", "enabled": True, "comment": "FTP, SSH, mail, SMB, RDP, alt HTTP",
-     "match": {"proto": "any", "ports": [20, 21, 22, 25, 110, 143, 445, 3389, 8080, 8443]}},
-    {"id": "default-background", "class": "background", "enabled": True, "comment": "DNS, NTP, SNMP, LDAP, DBs",
-     "match": {"proto": "any", "ports": [53, 123, 161, 389, 3306, 5432]}},
-]
+# The admin's rules start empty: the controller's own defaults (services known by
+# host name, ARCHITECTURE.md's port table, heuristics) follow them (`rules.list` builtin).
+DEFAULT_RULES: list[dict[str, Any]] = []
 
-DEFAULT_ALERT_RULES: list[dict[str, Any]] = [
-    {"name": "link-saturated", "metric": "link_utilization", "op": ">", "threshold": 0.95,
-     "for_s": 10, "severity": "warning", "enabled": True},
-    {"name": "datapath-errors", "metric": "datapath_errors", "op": ">", "threshold": 0,
-     "for_s": 0, "severity": "critical", "enabled": True},
-]
+# Changes to the configured alert rules (which include the controller's defaults),
+# by name: `alert_rules.set` adds here; `alert_rules.list` shows the merged result.
+DEFAULT_ALERT_RULES: list[dict[str, Any]] = []
 
 
 class PolicyError(ValueError):
@@ -195,28 +185,38 @@ class Policy:
         return fresh
 
     # -- alert rules and acknowledgements -----------------------------------------
-    def set_alert_rule(self, rule: dict[str, Any]) -> dict[str, Any]:
+    def set_alert_rule(self, rule: dict[str, Any], configured: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """Change a rule by name: a `configured` one (defaults and TOML) with any subset
+        of its fields, or a new one with at least metric, op and threshold."""
         for i, current in enumerate(self.alert_rules):
             if current["name"] == rule["name"]:
                 self.alert_rules[i] = {**current, **rule}
                 self.save()
                 return self.alert_rules[i]
-        missing = [k for k in ("metric", "op", "threshold") if k not in rule]
-        if missing:
-            raise PolicyError(f"rule.{missing[0]}: required for a new alert rule")
+        if rule["name"] not in configured:
+            missing = [k for k in ("metric", "op", "threshold") if k not in rule]
+            if missing:
+                raise PolicyError(f"rule.{missing[0]}: required for a new alert rule")
+            rule = {"for_s": 0, "severity": "warning", "enabled": True, **rule}
         if len(self.alert_rules) >= MAX_ALERT_RULES:
             raise PolicyError(f"rule: at most {MAX_ALERT_RULES} alert rules")
-        fresh = {"for_s": 0, "severity": "warning", "enabled": True, **rule}
+        fresh = dict(rule)
         self.alert_rules.append(fresh)
         self.save()
         return fresh
 
-    def delete_alert_rule(self, name: str) -> None:
+    def delete_alert_rule(self, name: str, configured: frozenset[str] = frozenset()) -> None:
+        """Delete an API rule or change (a changed configured rule is back as configured);
+        a configured rule without changes is switched off (`enabled = false`)."""
         for i, current in enumerate(self.alert_rules):
             if current["name"] == name:
                 del self.alert_rules[i]
                 self.save()
                 return
+        if name in configured:
+            self.alert_rules.append({"name": name, "enabled": False})
+            self.save()
+            return
         raise KeyError(name)
 
     def ack_alert(self, alert_id: str, now: float) -> None:
@@ -238,12 +238,13 @@ class AlertBook:
         self._publish = publish or (lambda body: None)
 
     def raise_alert(self, alert_id: str, rule: str, severity: str, message: str, now: float,
-                    subject: str = "") -> dict[str, Any]:
+                    subject: str = "", **measured: Any) -> dict[str, Any]:
+        """`measured`: what the engine saw (metric, value, threshold)."""
         if alert_id in self.active:
             return self.active[alert_id]
         alert = {"id": alert_id, "rule": rule, "severity": severity, "subject": subject,
                  "message": message, "state": "active", "raised_at": now, "resolved_at": None,
-                 "acked_at": self.policy.acked_alerts.get(alert_id)}
+                 "acked_at": self.policy.acked_alerts.get(alert_id), **measured}
         self.active[alert_id] = alert
         self._publish({"event": "raise", "alert": alert})
         return alert

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .commands import classes_view, links_view, shaping_view
+from .commands import classes_view, links_view, mptcp_view, shaping_view
 
 SNAPSHOT_EVERY = 10
 HISTORY_TICKS = 3600
@@ -56,9 +56,9 @@ class Stream:
         links = links_view(self.p)
         self.server.publish("links", {"links": links}, now)
         self.server.publish("classes", {"classes": classes_view(self.p), "shaping": shaping_view(self.p)}, now)
+        self.server.publish("mptcp", mptcp_view(self.p), now)
         # Absent components publish their shape with `available: false`, so
         # subscribers can be written against it today.
-        self.server.publish("mptcp", {"available": False, "count": 0, "connections": []}, now)
         self.server.publish("predictions", {"available": False, "method": None, "classes": [], "links": []}, now)
         self._record(now, state, links)
         self.ticks += 1

@@ -109,9 +109,18 @@ def show_flow(reply: dict[str, Any]) -> str:
 def show_mptcp(reply: dict[str, Any]) -> str:
     if not reply.get("available", True):
         return "MPTCP tracking is not available in this daemon build."
-    rows = [[c.get("token", "-"), c.get("class") or "-", len(c.get("subflows", [])),
-             _rate(c.get("bps_up", 0)), _rate(c.get("bps_down", 0))] for c in reply["connections"]]
-    return _table(["token", "class", "subflows", "up", "down"], rows) + f"\n({reply['count']} connections)"
+    lines = []
+    for c in reply["connections"]:
+        tokens = ",".join(c.get("tokens", [])) or "unknown connection"
+        state = f"ended ({c['end_reason']})" if c.get("ended") else "live"
+        lines.append(f"connection {c['id']} v{c.get('version') or '?'} [{tokens}] class {c.get('class') or '-'} "
+                     f"{state}: {_bytes(c['bytes_up'])} up, {_bytes(c['bytes_down'])} down")
+        rows = [[s["role"], s.get("iface") or "-", f"{s.get('lan', '?')}:{s.get('lan_port', '?')}",
+                 f"{s.get('remote', '?')}:{s.get('remote_port', '?')}", _rate(s["bps_up"]), _rate(s["bps_down"]),
+                 "-" if s.get("rtt_ms") is None else f"{s['rtt_ms']:.1f}", s["retrans"], f"{100 * s['share']:.0f}%"]
+                for s in c["subflows"]]
+        lines.append(_table(["subflow", "path", "lan", "remote", "up", "down", "rtt ms", "retrans", "share"], rows))
+    return "\n".join(lines + [f"({reply['count']} connections)"])
 
 
 def show_links(reply: dict[str, Any]) -> str:
@@ -160,7 +169,15 @@ def show_rules(reply: dict[str, Any]) -> str:
             f"hosts {','.join(m['hosts'])}" if m.get("hosts") else "") if part)
         rows.append([r["id"], r["class"], m.get("proto", "any"), "yes" if r.get("enabled", True) else "no",
                      what, r.get("comment", "")])
-    return _table(["id", "class", "proto", "enabled", "match", "comment"], rows)
+    table = _table(["id", "class", "proto", "enabled", "match", "comment"], rows) if rows else "(no admin rules)"
+    builtin = [[r["id"], r["class"], r["proto"], "; ".join(part for part in (
+        f"ports {_ports(r['ports'])}" if r.get("ports") else "",
+        f"cidrs {','.join(r['cidrs'])}" if r.get("cidrs") else "",
+        f"hosts {','.join(r['hosts'][:4])}{' ...' if len(r['hosts']) > 4 else ''}" if r.get("hosts") else "")
+        if part)] for r in reply.get("builtin", [])]
+    if builtin:
+        table += "\n\nthen, built in (read-only):\n" + _table(["id", "class", "proto", "match"], builtin)
+    return table
 
 
 def show_alerts(reply: dict[str, Any]) -> str:

@@ -67,8 +67,8 @@ def test_flow_by_id(daemon, capsys):
 
 
 @pytest.mark.parametrize("command, expected", [
-    ("links", "up Mbit/s"), ("classes", "interactive"), ("usage", "10.0.0."), ("mptcp", "not available"),
-    ("alerts", "no alerts"), ("rules", "default-voice"),
+    ("links", "up Mbit/s"), ("classes", "interactive"), ("usage", "10.0.0."), ("mptcp", "(0 connections)"),
+    ("alerts", "no alerts"), ("rules", "port:voice"),
 ])
 def test_listing_commands(daemon, capsys, command, expected):
     code, out, _ = run(capsys, *daemon, command)

@@ -56,16 +56,32 @@ def test_datapath_health_raises_event_loss_alert(tmp_path):
     controller.close()
 
 
-def test_restart_continues_history_and_alert_ids(tmp_path):
+def test_restart_continues_history_and_keeps_active_alerts(tmp_path):
     controller = Controller(options(tmp_path))
     first = controller.tick(table([WEB]), [], T0)
+    assert first.alerts.raised
     controller.close()
     again = Controller(options(tmp_path))
-    second = again.tick(table([WEB]), [], T0 + 1)
-    assert min(a.id for a in second.alerts.raised) > max(a.id for a in first.alerts.raised)
+    second = again.tick(table([WEB]), [], T0 + 1, datapath=DatapathHealth(events_lost=1))
+    # Still true after the restart: the same alerts, still active, not raised twice.
+    assert {a.id for a in second.alerts.active} >= {a.id for a in first.alerts.raised}
+    assert [a.rule for a in second.alerts.raised] == ["datapath_event_loss"]
+    assert second.alerts.raised[0].id > max(a.id for a in first.alerts.raised)
     logged = again.history.alerts(T0 - 10, T0 + 10)
-    assert all(a["resolved_at"] == T0 + 1 for a in logged if a["id"] in {x.id for x in first.alerts.raised})
+    assert all(a["resolved_at"] is None for a in logged if a["id"] in {x.id for x in first.alerts.raised})
     assert again.usage.hosts["10.0.0.3"].day_bytes == [4000, 18000]   # restored + fresh counters
+    again.close()
+
+
+def test_a_restored_alert_resolves_once_measured_and_clear(tmp_path):
+    controller = Controller(options(tmp_path))
+    controller.tick(table([WEB]), [], T0, datapath=DatapathHealth(links_down={"lte": 1.0}))
+    controller.close()
+    again = Controller(options(tmp_path))
+    kept = again.tick(table([WEB]), [], T0 + 1)          # not measured yet: kept
+    assert "link_down" in {a.rule for a in kept.alerts.active}
+    clear = again.tick(table([WEB]), [], T0 + 2, datapath=DatapathHealth(links_down={"lte": 0.0}))
+    assert [a.rule for a in clear.alerts.resolved] == ["link_down"]
     again.close()
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from anabranch.controller.flows import FlowRates
 from anabranch.daemon import commands, config as config_mod, kstructs
 from anabranch.daemon.estimate import HarmonicForecaster
+from anabranch.daemon.control import Control
 from anabranch.daemon.main import Daemon
 from anabranch.daemon.records import FlowRecords
 from anabranch.daemon.server import ApiServer
@@ -68,6 +69,8 @@ class FakeDaemon:
     _datapath_fields = Daemon._datapath_fields
     flow_classes = Daemon.flow_classes
     interfaces = Daemon.interfaces
+    mptcp_view = Daemon.mptcp_view
+    path_stats = Daemon.path_stats
 
     def __init__(self, events: str, control: str, state_dir: str, flows: int = 200,
                  publish_flows: int = 2000, group: str = "", curve=None, snapshot_every: int = 10):
@@ -88,6 +91,8 @@ class FakeDaemon:
         self.now_ns = 2_000_000_000
         self.keys, self.values = synthetic_flows(flows)
         self.reloads = 0
+        # The real controller (no kernel maps to write): classes, paths, alerts, history.
+        self.control = Control(self.config.controller, self.policy, self.alerts, None, state_dir)
         commands.register(self.server, self)
 
     # -- the flow table moves on ---------------------------------------------------------
@@ -101,6 +106,7 @@ class FakeDaemon:
         self.values["dir"]["packets"][busy] += grow // 1000 + 1
         self.values["last_seen_ns"][busy] = self.now_ns
         self.table = self.rates.update(self.keys.copy(), self.values.copy(), self.now_ns)
+        self.control.tick(self.table, [], self.now_ns / 1e9)
 
     def tick(self, now: float | None = None, **advance: Any) -> None:
         self.advance(**advance)
@@ -126,6 +132,7 @@ class FakeDaemon:
             self.server.serve(tick_s)
 
     def close(self) -> None:
+        self.control.close()
         self.server.close()
 
 

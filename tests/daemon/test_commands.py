@@ -70,8 +70,13 @@ def test_flows_filter_errors(served):
     assert served.error("flows", **{"class": "nosuch"})[0] == messages.E_NOT_FOUND
 
 
-def test_flows_class_filter_matches_nothing_until_flows_are_classified(served):
-    assert served.call("flows", **{"class": "voice"})["flows"] == []
+def test_flows_carry_the_controllers_class_and_reason_and_filter_by_it(served):
+    voice = served.call("flows", limit=1000, **{"class": "voice"})["flows"]
+    assert voice and all(f["class"] == "voice" for f in voice)
+    by_port = [f for f in voice if f["reason"] == "port:voice"]
+    assert by_port and all(5060 in (f["sport"], f["dport"]) for f in by_port)
+    everything = served.call("flows", limit=1000)["flows"]
+    assert {f["class"] for f in everything} >= {"voice", "file", "background", "interactive"}
 
 
 def test_flow_returns_one_flow_and_grows_its_history(served):
@@ -90,8 +95,8 @@ def test_flow_errors(served):
     assert served.error("flow")[0] == messages.E_INVALID
 
 
-def test_mptcp_answers_the_shape_with_nothing_available(served):
-    assert served.call("mptcp") == {"available": False, "count": 0, "connections": []}
+def test_mptcp_answers_with_no_connections_on_plain_traffic(served):
+    assert served.call("mptcp") == {"available": True, "count": 0, "connections": []}
     assert served.error("mptcp", limit=-1)[0] == messages.E_INVALID
 
 
@@ -173,6 +178,7 @@ def test_rules_add_refuses_bad_rules_naming_the_field(served, rule, where):
 
 
 def test_rules_errors(served):
+    served.call("rules.add", rule={"id": "default-voice", "class": "voice", "match": {"ports": [5060]}})
     assert served.error("rules.add", rule={"id": "default-voice", "class": "voice",
                                            "match": {"ports": [1]}})[0] == messages.E_INVALID
     assert served.error("rules.add", rule={"class": "voice", "match": {"ports": [1]}},
@@ -206,13 +212,27 @@ def test_alerts_errors(served):
 
 def test_alert_rules_set_update_and_delete(served):
     names = [r["name"] for r in served.call("alert_rules.list")["rules"]]
-    new = served.call("alert_rules.set", rule={"name": "many-flows", "metric": "flows", "op": ">",
+    assert "path_latency_warning" in names                  # the controller's defaults
+    new = served.call("alert_rules.set", rule={"name": "many-flows", "metric": "flows.active", "op": ">",
                                                "threshold": 50_000})["rule"]
-    assert new["severity"] == "warning" and new["enabled"] is True
+    assert new["severity"] == "warning" and new["enabled"] is True and new["source"] == "api"
     changed = served.call("alert_rules.set", rule={"name": "many-flows", "threshold": 60_000})["rule"]
-    assert changed["threshold"] == 60_000 and changed["metric"] == "flows"
+    assert changed["threshold"] == 60_000 and changed["metric"] == "flows.active"
     assert served.call("alert_rules.delete", name="many-flows") == {"deleted": "many-flows"}
     assert [r["name"] for r in served.call("alert_rules.list")["rules"]] == names
+
+
+def test_configured_alert_rules_are_changed_switched_off_and_back(served):
+    changed = served.call("alert_rules.set", rule={"name": "path_latency_warning", "threshold": 150})["rule"]
+    assert changed["threshold"] == 150 and changed["metric"] == "path.rtt_p95_ms" and changed["source"] == "api"
+    served.call("alert_rules.delete", name="path_latency_warning")          # the change undone
+    assert {r["name"]: r for r in served.call("alert_rules.list")["rules"]}["path_latency_warning"]["threshold"] == 100
+    served.call("alert_rules.delete", name="path_latency_warning")          # a configured rule: off
+    rules = {r["name"]: r for r in served.call("alert_rules.list")["rules"]}
+    assert rules["path_latency_warning"]["enabled"] is False
+    served.call("alert_rules.delete", name="path_latency_warning")          # and on again
+    rules = {r["name"]: r for r in served.call("alert_rules.list")["rules"]}
+    assert rules["path_latency_warning"]["enabled"] is True and rules["path_latency_warning"]["threshold"] == 100
 
 
 def test_alert_rules_errors(served):
@@ -319,19 +339,20 @@ def test_changes_persist_across_a_restart(tmp_path, make_served):
         api.call("rules.add", rule={"id": "keep", "class": "video", "match": {"hosts": ["*.example.org"]}})
         api.call("class.set", name="voice", dscp=40)
         api.call("link.set", name="wan0", down_mbit=300)
-        api.call("alert_rules.set", rule={"name": "slow-tick", "metric": "tick_ms", "op": ">", "threshold": 500})
+        api.call("alert_rules.set", rule={"name": "busy", "metric": "flows.active", "op": ">", "threshold": 500})
     finally:
         api.close()
     path = tmp_path / "state" / "policy.json"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
-    assert [p.name for p in path.parent.iterdir()] == ["policy.json"]  # no temporary file left
+    # No temporary file left (the history database lives beside it).
+    assert sorted(p.name for p in path.parent.iterdir() if not p.name.startswith("history.db")) == ["policy.json"]
     again = make_served(tmp_path)
     try:
         assert any(r["id"] == "keep" for r in again.call("rules.list")["rules"])
         assert again.call("classes")["classes"][0]["dscp"] == 40
         again.tick()
         assert {l["name"]: l for l in again.call("links")["links"]}["wan0"]["down_mbit"] == 300
-        assert any(r["name"] == "slow-tick" for r in again.call("alert_rules.list")["rules"])
+        assert any(r["name"] == "busy" for r in again.call("alert_rules.list")["rules"])
     finally:
         again.close()
 
@@ -342,7 +363,7 @@ def test_a_damaged_state_file_is_set_aside_and_defaults_used(tmp_path, make_serv
     (state / "policy.json").write_text("{not json")
     api = make_served(tmp_path)
     try:
-        assert len(api.call("rules.list")["rules"]) == 4
+        assert api.call("rules.list")["rules"] == []         # the defaults: no admin rules
         assert any(p.name.startswith("policy.bad-") for p in state.iterdir())
     finally:
         api.close()

@@ -1,0 +1,112 @@
+"""The controller in the real daemon on the lab gateway: MPTCP connections with both
+subflows, the controller's classes reaching the kernel, link alerts, the history database."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from daemon_harness import daemon_config, start_daemon
+from lab import SERVER_V4
+
+pytestmark = [pytest.mark.root, pytest.mark.lab]
+
+TRAFFIC = Path(__file__).resolve().parents[1] / "lab" / "traffic.py"
+INTERFACES = {"lan0": "lan", "lan1": "lan", "wan0": "wan", "wan1": "wan"}
+
+
+def wait_for(predicate, timeout_s: float = 20.0, every_s: float = 0.3):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every_s)
+
+
+@pytest.fixture
+def running(lab, tmp_path):
+    daemon = start_daemon(lab, daemon_config(tmp_path, INTERFACES), tmp_path / "d.log")
+    server = lab.popen("srv", sys.executable, str(TRAFFIC), "serve")
+    try:
+        daemon.wait_ready()
+        yield lab, daemon, tmp_path
+    finally:
+        server.terminate()
+        server.wait(10)
+        assert daemon.stop() == 0
+
+
+def test_an_mptcp_connection_is_listed_with_a_subflow_on_each_path(running):
+    lab, daemon, _ = running
+    sender = lab.popen("cli", sys.executable, str(TRAFFIC), "mptcp", SERVER_V4[0], "--bytes", "40000000",
+                       "--rate-mbit", "40")
+    try:
+        with daemon.client() as client:
+            def connection():
+                for conn in client.call("mptcp")["connections"]:
+                    if conn["known"] and {s["iface"] for s in conn["subflows"]} == {"wan0", "wan1"}:
+                        return conn
+                return None
+            conn = wait_for(connection)
+            assert conn is not None, client.call("mptcp")
+            assert len(conn["tokens"]) == 2 and conn["version"] == 1
+            roles = sorted(s["role"] for s in conn["subflows"])
+            assert roles == ["initial", "join"]
+            assert all(s["remote_port"] == 9001 for s in conn["subflows"])
+            # Both subflows carry the connection's class (the join by token).
+            flows = client.call("flows", limit=1000)["flows"]
+            ids = {s["flow_id"] for s in conn["subflows"]}
+            classes = {f["class"] for f in flows if f["id"] in ids}
+            assert classes == {conn["class"]}
+    finally:
+        sender.wait(60)
+
+
+def test_an_api_rule_classifies_new_flows_in_the_kernel(running):
+    lab, daemon, _ = running
+    with daemon.client() as client:
+        client.call("rules.add", rule={"id": "sink", "class": "video", "match": {"proto": "tcp", "ports": [9000]}})
+        time.sleep(2.5)        # the next tick compiles it into the kernel's port map
+        lab.run("cli", sys.executable, str(TRAFFIC), "tcp", SERVER_V4[0], "--bytes", "2000000", timeout=30)
+
+        def flow():
+            for f in client.call("flows", limit=1000)["flows"]:
+                if f["dport"] == 9000 and f["packets_up"] > 10:
+                    return f
+            return None
+        found = wait_for(flow)
+        assert found is not None
+        assert found["class"] == "video" and found["reason"] == "api:sink"
+        assert found["kernel_class"] == "video"          # the rule reached the datapath's port map
+
+
+def test_a_link_going_down_raises_an_alert_that_resolves_when_it_is_back(running):
+    lab, daemon, _ = running
+    with daemon.client() as client:
+        lab.run("gw", "ip", "link", "set", "wan1", "down")
+
+        def active():
+            return [a for a in client.call("alerts.list")["alerts"] if a["rule"] == "link_down"]
+        raised = wait_for(active, timeout_s=10)
+        assert raised and raised[0]["subject"] == "wan1" and raised[0]["severity"] == "critical"
+        lab.run("gw", "ip", "link", "set", "wan1", "up")
+        assert wait_for(lambda: not active(), timeout_s=10)
+        resolved = [a for a in client.call("alerts.list", state="all")["alerts"]
+                    if a["rule"] == "link_down" and a["state"] == "resolved"]
+        assert resolved and resolved[0]["id"] == raised[0]["id"]
+
+
+def test_history_is_written_each_tick(running):
+    _, daemon, tmp_path = running
+    time.sleep(3)
+    db = sqlite3.connect(tmp_path / "state" / "history.db")
+    try:
+        kinds = {row[0] for row in db.execute("SELECT DISTINCT kind FROM series")}
+        ticks = db.execute("SELECT COUNT(DISTINCT t) FROM series WHERE level = 0").fetchone()[0]
+    finally:
+        db.close()
+    assert {"total", "class", "link"} <= kinds and ticks >= 2

@@ -33,8 +33,10 @@ CLASS_FIELDS = {"priority": (int, 0, 3), "min_mbit": (float, 0.0, 100_000.0),
 ALERT_RULE_FIELDS = {"metric": str, "op": str, "threshold": float, "for_s": float, "severity": str}
 ALERT_OPS = (">", ">=", "<", "<=")
 SEVERITIES = ("info", "warning", "critical")
-# The daemon's alert metrics (daemon/commands.py ALERT_METRICS; a test keeps them equal).
-ALERT_METRICS = ("link_utilization", "datapath_errors", "flows", "tick_ms", "total_bps", "class_bps")
+# The daemon's alert metrics (controller/alerts.py METRICS; a test keeps them equal).
+ALERT_METRICS = ("path.rtt_p95_ms", "path.loss_pct", "path.jitter_ms", "path.score", "link.utilisation_pct",
+                 "flows.active", "quota.used_pct", "datapath.events_lost", "datapath.map_fill_pct",
+                 "datapath.errors", "link.down")
 RULE_PROTOS = ("any", "tcp", "udp")
 HISTORY_MAX_POINTS = 20_000
 
@@ -110,11 +112,11 @@ def validate_alert_rule(body: dict[str, Any]) -> dict[str, Any]:
             if not value or len(value) > 64:
                 raise InvalidInput(name, "must be a non-empty text of at most 64 characters")
             rule[name] = value
-    subject = str(body.get("subject") or "").strip()
-    if len(subject) > 64:
-        raise InvalidInput("subject", "must be at most 64 characters")
-    if subject:
-        rule["subject"] = subject
+    summary = str(body.get("summary") or "").strip()
+    if len(summary) > 200:
+        raise InvalidInput("summary", "must be at most 200 characters")
+    if summary:
+        rule["summary"] = summary
     if rule["metric"] not in ALERT_METRICS:
         raise InvalidInput("metric", f"must be one of {', '.join(ALERT_METRICS)}, got {rule['metric']!r}")
     if rule["op"] not in ALERT_OPS:
@@ -325,7 +327,11 @@ def load_balancing(links_reply: dict[str, Any]) -> dict[str, Any]:
 
 @bp.get("/recommendations/load-balancing")
 def recommendations():
-    return jsonify(load_balancing(control().call("links")))
+    advice = load_balancing(control().call("links"))
+    # The daemon's own choice of path per class (controller/paths.py), from the live state.
+    state = current_app.extensions["anabranch.relay"].latest("state") or {}
+    advice["best_path_per_class"] = state.get("recommendation") or {}
+    return jsonify(advice)
 
 
 @bp.get("/openapi.json")

@@ -157,16 +157,13 @@ def build(relay, ctl) -> str:
         for direction in ("up", "down"):
             out.add("anabranch_link_capacity_mbit", "gauge", "Capacity per link (configured or set by the API)",
                     link.get(f"{direction}_mbit"), link=name, direction=direction)
-        out.add("anabranch_link_predicted_capacity_mbit", "gauge", "Predicted capacity per link",
-                link.get("predicted_mbit"), link=name)
-        out.add("anabranch_link_prediction_confidence", "gauge", "Confidence of the capacity prediction (0..1)",
-                link.get("confidence"), link=name)
         out.add("anabranch_path_quality", "gauge", "Path quality score (0..1)", path["quality"], link=name)
 
     mptcp = ctl.optional("mptcp")
     if mptcp is not None:
         connections = list(_items(mptcp, "connections"))
-        subflows = [s for c in connections for s in c.get("subflows") or [] if isinstance(s, dict)]
+        subflows = [s for c in connections for s in c.get("subflows") or []
+                    if isinstance(s, dict) and not s.get("ended")]
         out.add("mptcp_connections_total", "gauge", "MPTCP connections seen through the gateway",
                 len(connections))
         out.add("mptcp_subflows_active", "gauge", "Active MPTCP subflows", len(subflows))
@@ -200,6 +197,11 @@ def build(relay, ctl) -> str:
                 item.get("next_1s_mbit"), **{"class": item.get("name"), "horizon": "1s"})
         out.add("anabranch_prediction_demand_mbit", "gauge", "Predicted demand per class",
                 item.get("next_5s_mbit"), **{"class": item.get("name"), "horizon": "5s"})
+    for item in _items(prediction, "links"):
+        out.add("anabranch_link_predicted_capacity_mbit", "gauge", "Predicted capacity per link",
+                item.get("capacity_mbit"), link=item.get("name"))
+        out.add("anabranch_link_prediction_confidence", "gauge", "Confidence of the capacity prediction (0..1)",
+                item.get("confidence"), link=item.get("name"))
     if prediction is not None:
         out.add("anabranch_prediction_error_mbit", "gauge", "Mean absolute error of recent predictions",
                 (prediction.get("error") or {}).get("mae_mbit"))

@@ -46,16 +46,18 @@ _ROUTES: list[tuple[str, str, str, str | None, list[str], dict[str, Any] | None]
     ("get", "/alert-rules", "Alert rules", "alert_rules.list", [], None),
     ("post", "/alert-rules/{name}", "Create or replace an alert rule (admin)", "alert_rules.set", ["name"],
      {"type": "object", "required": ["metric", "op", "threshold", "for_s", "severity"], "properties": {
-         "metric": {"enum": ["link_utilization", "datapath_errors", "flows", "tick_ms", "total_bps",
-                             "class_bps"]},
-         "subject": {"type": "string", "maxLength": 64, "description": "a link or class name, per metric"},
+         "metric": {"enum": ["path.rtt_p95_ms", "path.loss_pct", "path.jitter_ms", "path.score",
+                             "link.utilisation_pct", "flows.active", "quota.used_pct", "datapath.events_lost",
+                             "datapath.map_fill_pct", "datapath.errors", "link.down"]},
+         "summary": {"type": "string", "maxLength": 200, "description": "the alert's message"},
          "op": {"enum": [">", ">=", "<", "<="]},
          "threshold": {"type": "number"}, "for_s": {"type": "number", "minimum": 0},
          "severity": {"enum": ["info", "warning", "critical"]}}}),
     ("delete", "/alert-rules/{name}", "Delete an alert rule (admin)", "alert_rules.delete", ["name"], None),
     ("get", "/predictions", "Predicted demand per class and capacity per link", "predict", [], None),
     ("get", "/usage", "Traffic per LAN host", "usage", [], None),
-    ("get", "/recommendations/load-balancing", "Suggested share of new flows per link", "links", [], None),
+    ("get", "/recommendations/load-balancing", "Suggested share of new flows per link, and the best path per class",
+     "links", [], None),
 ]
 
 _PARAM_DOC = {

@@ -54,7 +54,7 @@ def test_predictions_come_from_the_predictions_topic(app, logged_in):
 
 def test_flows_still_work_against_a_daemon_with_only_status_and_flows(logged_in, old_daemon):
     reply = logged_in.get("/api/v1/flows?limit=5").get_json()
-    assert reply["count"] == old_daemon.flows and len(reply["flows"]) == 5
+    assert reply["count"] == len(old_daemon.provider.keys) and len(reply["flows"]) == 5
     assert old_daemon.commands("flows")[0]["args"] == {"limit": 5}
 
 
@@ -113,16 +113,16 @@ def test_alert_ack_and_rule_editing(logged_in, fake_daemon):
     assert logged_in.post("/api/v1/alerts/a1/ack", headers=headers).status_code == 200
     active = logged_in.get("/api/v1/alerts?state=active").get_json()["alerts"]
     assert [(a["id"], a["state"]) for a in active] == [("a1", "active")] and active[0]["acked_at"] is not None
-    rule = {"metric": "link_utilization", "subject": "wan0", "op": ">", "threshold": "0.9", "for_s": 10,
-            "severity": "critical"}
+    rule = {"metric": "link.utilisation_pct", "summary": "a link is busy", "op": ">", "threshold": "90",
+            "for_s": 10, "severity": "critical"}
     saved = logged_in.post("/api/v1/alert-rules/wan0-busy", json=rule, headers=headers)
-    assert saved.status_code == 200
-    assert saved.get_json()["rule"] == {"name": "wan0-busy", "metric": "link_utilization", "subject": "wan0",
-                                        "op": ">", "threshold": 0.9, "for_s": 10.0, "severity": "critical",
-                                        "enabled": True}
+    assert saved.status_code == 200, saved.get_data(as_text=True)
+    assert saved.get_json()["rule"] == {"name": "wan0-busy", "metric": "link.utilisation_pct",
+                                        "summary": "a link is busy", "op": ">", "threshold": 90.0, "for_s": 10.0,
+                                        "severity": "critical", "enabled": True, "source": "api"}
     bad = logged_in.post("/api/v1/alert-rules/x", json={**rule, "op": "=="}, headers=headers)
     assert bad.status_code == 400 and bad.get_json()["error"]["field"] == "op"
-    bad = logged_in.post("/api/v1/alert-rules/x", json={**rule, "metric": "link.wan0.loss"}, headers=headers)
+    bad = logged_in.post("/api/v1/alert-rules/x", json={**rule, "metric": "link_utilization"}, headers=headers)
     assert bad.status_code == 400 and bad.get_json()["error"]["field"] == "metric"
     assert logged_in.delete("/api/v1/alert-rules/wan0-busy", headers=headers).status_code == 200
     assert logged_in.delete("/api/v1/alert-rules/wan0-busy", headers=headers).status_code == 404

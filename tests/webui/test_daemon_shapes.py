@@ -51,7 +51,7 @@ def test_alert_metrics_offered_are_the_daemons():
     assert api.ALERT_METRICS == commands.ALERT_METRICS
     page = (resources.files("anabranch.webui") / "templates" / "alerts.html").read_text()
     offered = re.search(r'for metric in \[([^\]]*)\]', page).group(1)
-    assert tuple(re.findall(r'"([a-z_]+)"', offered)) == commands.ALERT_METRICS
+    assert tuple(re.findall(r'"([a-z0-9_.]+)"', offered)) == commands.ALERT_METRICS
 
 
 def test_class_fields_accepted_are_within_the_daemons_schema():

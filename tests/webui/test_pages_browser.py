@@ -17,7 +17,7 @@ pytestmark = pytest.mark.browser
 
 PAGES = {
     "overview": ("/", "#class-mix .bar-list"),
-    "flows": ("/flows", "#all-flows tbody tr:not(.empty)"),
+    "flows": ("/flows", "#mptcp tbody tr.conn"),
     "links": ("/links", "#links tbody tr[data-link]"),
     "classes": ("/classes", "#htb tbody tr[data-htb]"),
     "predictions": ("/predictions", "#demand tbody .badge"),
@@ -98,7 +98,27 @@ def test_flows_page_lists_flows_with_reasons_rtt_and_retransmissions(full_webui,
     page.get_by_label("Class").select_option("voice")
     page.wait_for_function("() => [...document.querySelectorAll('#all-flows tbody tr')]"
                            ".every(r => r.textContent.includes('voice'))")
-    page.locator("#mptcp-caption", has_text="not running").wait_for()
+
+
+def test_an_mptcp_connection_expands_into_its_subflows_and_stays_open(full_webui, page):
+    browser_login(page, full_webui.base_url, PASSWORD)
+    page.goto(full_webui.base_url + "/flows")
+    toggle = page.get_by_role("button", name=re.compile("token "))
+    toggle.wait_for()
+    assert toggle.get_attribute("aria-expanded") == "false"
+    assert page.locator("#mptcp tbody tr.conn td").nth(2).inner_text() == "2"  # subflows
+    toggle.click()
+    subflows = page.locator("#mptcp tr.subflows:not([hidden]) tr.subflow")
+    subflows.first.wait_for()
+    assert subflows.count() == 2
+    initial, joined = subflows.nth(0).inner_text(), subflows.nth(1).inner_text()
+    assert "10.0.0.7:40001" in initial and "(initial)" in initial and "wan0" in initial and "19.5 ms" in initial
+    assert "10.0.1.7:40002" in joined and "(join)" in joined and "wan1" in joined and "44.0 ms" in joined
+    assert page.get_by_role("img", name=re.compile(r"wan0 \d+\.\d %, wan1 \d+\.\d %")).count() == 1
+    page.wait_for_timeout(2500)  # still open after the next refresh
+    assert page.locator("#mptcp tr.subflows:not([hidden]) tr.subflow").count() == 2
+    assert page.get_by_role("button", name=re.compile("token ")).get_attribute("aria-expanded") == "true"
+    _shoot(page, "flows-mptcp-expanded")
 
 
 def test_admin_changes_a_class_maximum_and_sees_the_htb_ceil_follow(full_webui, fake_daemon, page):

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import zmq
 
 from anabranch.client import messages
@@ -100,7 +101,7 @@ def sample_flow(n: int, seq: int = 0) -> dict[str, Any]:
         "bytes_up": int(bps_up) // 8 * (seq + 1), "bytes_down": int(bps_down) // 8 * (seq + 1),
         "bps_up": bps_up, "bps_down": bps_down,
         "first_seen": 1_700_000_000.0, "last_seen": 1_700_000_000.0 + seq,
-        "class": cls, "reason": reason,
+        "class": cls, "reason": reason, "kernel_class": cls,
         # Per direction [up, down]; None where the datapath took no sample (not TCP).
         "rtt_ms": [round(12.0 + n, 3), round(14.5 + n, 3)] if tcp else [None, None],
         "retransmits": [n % 3, n % 2] if tcp else [0, 0],
@@ -119,7 +120,7 @@ def sample_state(seq: int, ts: float, flows: list[dict[str, Any]], tick_ms: int)
 
     return {
         "daemon": {"version": "0.1.0", "pid": 4242, "uptime_s": 3725 + seq * tick_ms / 1000,
-                   "tick_s": tick_ms / 1000, "tick_ms": 2.5, "ticks": seq},
+                   "tick_s": tick_ms / 1000, "tick_ms": 2.5, "ticks": seq, "controller_ms": 0.8},
         "interfaces": [iface("wan0", 2, "wan", 2 / 3, 50, 200), iface("wan1", 3, "wan", 1 / 3, 20, 100),
                        iface("lan0", 4, "lan", 1.0, None, None)],
         "link_changes": [],
@@ -128,6 +129,8 @@ def sample_state(seq: int, ts: float, flows: list[dict[str, Any]], tick_ms: int)
                    "bytes_up": int(up) // 8 * (seq + 1), "bytes_down": int(down) // 8 * (seq + 1)},
         "datapath": {"errors": {}, "flow_map_size": 65536, "events": 10 * seq, "events_lost": 0, "cost": {}},
         "shaping": None,
+        "recommendation": {"voice": "wan0", "video": "wan0", "interactive": "wan0", "file": "wan1",
+                           "background": "wan1"},
     }
 
 
@@ -253,6 +256,7 @@ class FakeDaemon:
         self.provider = Provider(f"ipc://{self._directory}/events.sock", self.endpoint,
                                  str(self._directory / "state"), flows=self.flows)
         _classify(self.provider)
+        self._scenery = Scenery(self.provider)
         self.provider.shaper = PlannedShaper(self.provider)
         server = self.provider.server
         if not self.full:
@@ -291,6 +295,7 @@ class FakeDaemon:
                 pending, self._pending = self._pending, []
             for action in pending:
                 action()
+            self._scenery.move()
             self.provider.tick()
             self.provider.server.serve(self.tick_s)
 
@@ -332,6 +337,91 @@ def _classify(provider) -> None:
     names = [by_port.get(port, "interactive") for port in ports]
     provider.values["class_id"] = [ids[name] for name in names]
     provider.values["class_reason"] = [2 if port in by_port else 1 for port in ports]  # port / default
+
+
+class Scenery:
+    """What the synthetic provider lacks to exercise the whole controller: a second WAN
+    (wan1), RTT and retransmission samples on TCP flows (path statistics), and one
+    MPTCP connection (MP_CAPABLE then MP_JOIN events) whose subflows leave by wan0 and
+    wan1 and carry 70 % and 30 % of its bytes."""
+
+    WAN1 = 4
+    LAN_ADDRESS, JOIN_ADDRESS, REMOTE = "10.0.0.7", "10.0.1.7", "198.51.100.7"
+    KEYS = (0x1D2C3B4A59687706, 0x0A1B2C3D4E5F6071)   # client's and server's MPTCP keys
+
+    def __init__(self, provider):
+        from anabranch.controller.events import FlowKey, MpCapable, MpJoin
+        from anabranch.controller.flows import flow_ids
+        from anabranch.controller.mptcp import key_token
+        from anabranch.controller.paths import LinkSpec
+        from anabranch.daemon import config as config_mod
+        from anabranch.daemon import kstructs
+
+        self.provider = provider
+        provider.config = config_mod.loads(SCENERY_CONFIG.format(state_dir=provider.config.daemon.state_dir))
+        provider.iface_names[self.WAN1] = "wan1"
+        provider.hooks.attached.add("wan1")
+        provider.oper_up["wan1"] = True
+        provider.control.set_links([LinkSpec("wan0", 2, 50, 200), LinkSpec("wan1", self.WAN1, 20, 100)])
+
+        tcp = provider.keys["proto"] == 6
+        rtt = provider.values["tcp"]["rtt_srtt_ns"]
+        rtt[tcp, 0] = np.where(provider.keys["ifindex"][tcp] == 2, 18_000_000, 42_000_000)
+        provider.values["tcp"]["rtt_samples"][tcp, 0] = 5
+        provider.values["tcp"]["retransmits"][tcp, 0] = np.arange(int(tcp.sum())) % 3
+
+        keys = np.zeros(2, dtype=kstructs.FLOW_KEY)
+        for i, (ifindex, lan, port) in enumerate(((2, self.LAN_ADDRESS, 40001), (self.WAN1, self.JOIN_ADDRESS, 40002))):
+            keys[i]["ifindex"], keys[i]["family"], keys[i]["proto"] = ifindex, 4, 6
+            keys[i]["lan_port"], keys[i]["remote_port"] = port, 443
+            keys[i]["lan_addr"][:4] = [int(b) for b in lan.split(".")]
+            keys[i]["remote_addr"][:4] = [int(b) for b in self.REMOTE.split(".")]
+        values = np.zeros(2, dtype=provider.values.dtype)
+        values["first_seen_ns"] = values["last_seen_ns"] = provider.now_ns
+        values["tcp"]["rtt_srtt_ns"][:, 0] = (19_500_000, 44_000_000)
+        values["tcp"]["rtt_samples"][:, 0] = 5
+        self.rows = np.arange(len(provider.keys), len(provider.keys) + 2)
+        provider.keys = np.concatenate([provider.keys, keys])
+        provider.values = np.concatenate([provider.values, values])
+
+        initial, joined = (int(i) for i in flow_ids(keys))
+        flow_key = [FlowKey(int(k["ifindex"]), 4, 6, lan, int(k["lan_port"]), self.REMOTE, 443)
+                    for k, lan in zip(keys, (self.LAN_ADDRESS, self.JOIN_ADDRESS))]
+        client, server = self.KEYS
+        self._events = [MpCapable(provider.now_ns, initial, flow_key[0], 0, 1, client, server),
+                        MpJoin(provider.now_ns, joined, flow_key[1], 0, key_token(server, 1), 1)]
+        real_tick = provider.control.tick
+
+        def tick(table, events, now, *rest, **options):
+            events, self._events = list(events) + self._events, []
+            return real_tick(table, events, now, *rest, **options)
+
+        provider.control.tick = tick
+
+    def move(self) -> None:
+        """One tick's bytes on the two subflows (the provider's tick moves the others)."""
+        values = self.provider.values
+        values["dir"]["bytes"][self.rows, 0] += np.array([70_000, 30_000], dtype=np.uint64)
+        values["dir"]["bytes"][self.rows, 1] += np.array([7_000, 3_000], dtype=np.uint64)
+        values["dir"]["packets"][self.rows] += np.uint64(10)
+        values["last_seen_ns"][self.rows] = self.provider.now_ns + 1_000_000_000
+
+
+SCENERY_CONFIG = """
+[daemon]
+publish_flows = 2000
+state_dir = "{state_dir}"
+[interfaces.wan0]
+role = "wan"
+up_mbit = 50
+down_mbit = 200
+[interfaces.wan1]
+role = "wan"
+up_mbit = 20
+down_mbit = 100
+[interfaces.lan0]
+role = "lan"
+"""
 
 
 class PlannedShaper:

@@ -368,7 +368,7 @@
       const parts = [];
       const proto = match.proto && match.proto !== "any" ? match.proto + " " : "";
       if ((match.ports || []).length) {
-        parts.push(proto + "port " + match.ports.map((p) => (Array.isArray(p) ? p[0] + "-" + p[1] : p)).join(", "));
+        parts.push(proto + "port " + match.ports.map((p) => (Array.isArray(p) ? (p[0] === p[1] ? p[0] : p[0] + "-" + p[1]) : p)).join(", "));
       } else if (proto) {
         parts.push(proto.trim());
       }
@@ -397,7 +397,18 @@
         }
         return row;
       });
-      AB.replaceBody($("rules"), ruleRows, 5, "No rules: every flow goes to the default class.");
+      // After the admin's rules the daemon's own apply: configured, known services, the port table.
+      const first = ruleRows.length;
+      const builtin = (reply.builtin || []).map((r, i) => {
+        const row = el("tr", { "data-rule": r.id, class: "builtin" });
+        cell(row, String(first + i + 1), "num");
+        cell(row, matchText(r.match || r) || "(heuristic)", "mono");
+        cell(row, "").appendChild(badge(r.class));
+        cell(row, "built in: " + r.id, "muted");
+        cell(row, "");
+        return row;
+      });
+      AB.replaceBody($("rules"), ruleRows.concat(builtin), 5, "No rules: every flow goes to the default class.");
     }
     const loadRules = () => AB.load("/api/v1/rules", "rules-panel", renderRules);
     const load = () => Promise.all([AB.load("/api/v1/classes", "classes-panel", render), loadRules()]);
@@ -457,7 +468,7 @@
         const row = el("tr", { "data-alert": a.id });
         severity(row, a.severity);
         cell(row, a.rule + (a.subject ? " · " + a.subject : ""), "mono");
-        cell(row, a.message);
+        cell(row, a.message + (a.value !== undefined && a.value !== null ? " (" + Number(a.value).toPrecision(3) + ")" : ""));
         cell(row, when(a.raised_at));
         const acked = a.acked_at !== null && a.acked_at !== undefined;
         const ack = cell(row, acked ? "yes, " + when(a.acked_at) : "");
@@ -489,8 +500,9 @@
       AB.replaceBody($("alert-rules"), (reply.rules || []).map((r) => {
         const row = el("tr");
         cell(row, r.name, "mono", "th");
-        cell(row, r.metric + (r.subject ? "(" + r.subject + ")" : "") + " " + r.op + " " + r.threshold +
-          (r.enabled === false ? " (disabled)" : ""), "mono");
+        const condition = cell(row, r.metric + " " + r.op + " " + r.threshold + (r.enabled === false ? " (off)" : ""), "mono");
+        if (r.summary) condition.appendChild(el("span", { class: "cell-note" }, r.summary));
+        if (r.source) row.title = r.source === "api" ? "set here (the API)" : "from the configuration";
         cell(row, r.for_s + " s", "num");
         severity(row, r.severity);
         const actions = cell(row, "");

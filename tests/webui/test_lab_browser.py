@@ -168,3 +168,63 @@ def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing(appliance,
     with appliance.daemon.client() as client:
         assert {c["name"]: c["max_mbit"] for c in client.call("classes")["classes"]}["video"] == 50.0
     assert "ceil 1Mbit" not in appliance.htb_class("wan0", "1:12")
+
+
+def test_an_mptcp_connection_expands_into_its_two_subflows_one_per_wan(appliance, page):
+    browser_login(page, appliance.webui.base_url, PASSWORD)
+    page.goto(appliance.webui.base_url + "/flows")
+    # The client opens the second subflow from up1, which the gateway routes out of wan1.
+    appliance.traffic("mptcp", SERVER_V4[0], "--bytes", "0", "--rate-mbit", "4")
+    connection = page.locator("#mptcp tbody tr.conn").first
+    connection.wait_for(timeout=30_000)
+    page.wait_for_function("""() => [...document.querySelectorAll('#mptcp tbody tr.conn')]
+        .some((r) => r.cells[3].textContent.trim() === '2')""", timeout=30_000)
+    toggle = page.locator("#mptcp tbody tr.conn", has=page.locator("td", has_text="2")).first \
+        .get_by_role("button", name=re.compile(r"token|connection"))
+    assert toggle.get_attribute("aria-expanded") == "false"
+    toggle.click()
+    subflows = page.locator("#mptcp tr.subflows:not([hidden]) tr.subflow")
+    subflows.first.wait_for()
+    assert subflows.count() == 2
+    rows = [subflows.nth(i).inner_text() for i in range(2)]
+    assert {"wan0", "wan1"} == {iface for iface in ("wan0", "wan1") for row in rows if iface in row}
+    assert any(CLIENT_V4[0] in row for row in rows) and any(CLIENT_V4[1] in row for row in rows)
+    # Still open after the next refresh, with the shares of both paths shown.
+    page.wait_for_timeout(2500)
+    assert page.locator("#mptcp tr.subflows:not([hidden]) tr.subflow").count() == 2
+    _shoot(page, "flows-mptcp-expanded")
+    with appliance.daemon.client() as client:
+        reply = client.call("mptcp")
+    two = [c for c in reply["connections"] if len(c["subflows"]) == 2]
+    assert two and {s["iface"] for s in two[0]["subflows"]} == {"wan0", "wan1"}
+
+
+def test_an_alert_rule_set_in_the_ui_raises_with_traffic_and_resolves_without(appliance, page):
+    base = appliance.webui.base_url
+    browser_login(page, base, PASSWORD)
+    page.goto(base + "/alerts")
+    page.locator("#alert-rules tbody tr:not(.empty)").first.wait_for()
+    form = page.locator("#rule-form")
+    form.get_by_label("Name").fill("wan-busy")
+    form.get_by_label("Metric").select_option("link.utilisation_pct")
+    form.get_by_label("Threshold").fill("20")
+    form.get_by_label("For (s)").fill("0")
+    form.get_by_label("Severity").select_option("warning")
+    form.get_by_role("button", name="Save rule").click()
+    page.locator("#alert-rules tbody tr", has_text="wan-busy").wait_for()
+
+    # 8 Mbit/s up a 20 Mbit/s link is 40 %: above the rule's 20 %.
+    sender = appliance.traffic("tcp", SERVER_V4[0], "--bytes", "0", "--rate-mbit", "8")
+    active = page.locator("#active-alerts tbody tr", has_text="wan-busy")
+    active.first.wait_for(timeout=30_000)
+    assert "wan0" in active.first.inner_text()
+    _shoot(page, "alerts-raised")
+    sender.kill()
+    sender.wait()
+    active.first.wait_for(state="detached", timeout=30_000)
+    page.locator("#alert-history tbody tr", has_text="wan-busy").first.wait_for()
+    _shoot(page, "alerts-resolved")
+    with appliance.daemon.client() as client:
+        alerts = client.call("alerts.list", state="all")["alerts"]
+    mine = [a for a in alerts if a["rule"] == "wan-busy"]
+    assert mine and all(a["state"] == "resolved" for a in mine)

@@ -507,7 +507,9 @@
         severity(row, r.severity);
         const actions = cell(row, "");
         if (AB.isAdmin()) {
-          const del = el("button", { type: "button", class: "button button-small", "aria-label": "Delete rule " + r.name }, "Delete");
+          // A configured rule (defaults, TOML) is switched off; a rule set here is deleted.
+          const verb = r.source === "config" ? "Turn off" : "Delete";
+          const del = el("button", { type: "button", class: "button button-small", "aria-label": verb + " rule " + r.name }, verb);
           del.addEventListener("click", async () => {
             await AB.api("/api/v1/alert-rules/" + encodeURIComponent(r.name), { method: "DELETE" });
             refresh.now();

@@ -18,6 +18,7 @@ METRICS = {
     "path.score": "link", "link.utilisation_pct": "link", "flows.active": "-",
     "quota.used_pct": "quota subject", "datapath.events_lost": "-",
     "datapath.map_fill_pct": "map", "datapath.errors": "counter", "link.down": "link",
+    "predict.anomaly": "series",
 }
 SEVERITIES = ("info", "warning", "critical")
 OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
@@ -53,6 +54,8 @@ DEFAULT_RULES = (
               "a datapath map is more than 90 % full"),
     AlertRule("link_down", "link.down", ">", 0, "critical", 0,
               "a configured link is missing or down"),
+    AlertRule("prediction_anomaly", "predict.anomaly", ">", 0, "warning", 0,
+              "rate outside the predicted p10-p90 band for several seconds"),
 )
 # A restored alert (active when the daemon stopped) waits this long for its metric
 # to be measured again before it is resolved for lack of evidence.

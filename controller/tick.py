@@ -114,6 +114,7 @@ class Controller:
             if saved:
                 self.usage.restore(saved)
         self._restored_alerts = False
+        self._extra_metrics: dict[str, dict[str, float]] = {}
         self._deltas = CounterDeltas()
         self._tick_deltas = np.zeros((0, 4))
         self._last_state = None
@@ -138,7 +139,10 @@ class Controller:
             self.history.close()
 
     def tick(self, table: FlowTable, events: list, now: float, extras: FlowExtras | None = None,
-             datapath: DatapathHealth | None = None) -> TickResult:
+             datapath: DatapathHealth | None = None,
+             metrics: dict[str, dict[str, float]] | None = None) -> TickResult:
+        """`metrics`: more alert inputs by metric and subject (e.g. the predictor's anomalies)."""
+        self._extra_metrics = metrics or {}
         if not self._restored_alerts:
             self._restore(now)
         if extras is not None:
@@ -204,6 +208,7 @@ class Controller:
             m["datapath.map_fill_pct"] = dict(datapath.map_fill_pct)
             m["datapath.errors"] = {k: float(v) for k, v in datapath.errors.items()}
             m["link.down"] = dict(datapath.links_down)
+        m.update(self._extra_metrics)
         result.metrics = m
         result.alerts = self.alerting.update(m, now)
 

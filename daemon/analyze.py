@@ -11,20 +11,21 @@ with AB_CLOCK_SKB_TSTAMP takes each packet's capture time as its clock.
 A capture has no WAN port: every flow is treated as crossing one WAN port, with
 the side that opened it (the SYN sender, else the first packet's source) as the
 LAN side, so its packets go through the egress entry point and the other side's
-through ingress.  Prints flows with their class, and MPTCP connections with
-their subflows (correlated from MP_CAPABLE keys and MP_JOIN tokens).
+through ingress.  Each second of capture time the flow map is swept and the
+daemon's controller ticks over it and the datapath's events, as in the daemon;
+prints flows with the controller's class and why, and MPTCP connections with
+their subflows (correlated by the controller from MP_CAPABLE keys and MP_JOIN
+tokens).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import ipaddress
 import json
 import os
 import struct
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -47,6 +48,9 @@ EVENT_DRAIN_EVERY = 64
 # BPF_PROG_TEST_RUN takes at most a page minus skb overhead; longer frames
 # (GRO/TSO captures) are cut, and the program counts them by their IP length.
 MAX_TEST_FRAME = 3072
+TICK_NS = 1_000_000_000       # the controller ticks once per second of capture time
+MAX_STEP_NS = 3600 * TICK_NS  # a longer gap between two frames is a clock jump
+MAX_PLAUSIBLE_NS = 4_102_444_800 * TICK_NS   # 2100-01-01
 
 
 class CaptureError(Exception):
@@ -190,58 +194,6 @@ def openers(frames: list[tuple[int, bytes]]) -> dict[tuple, tuple[bytes, int]]:
     return opened
 
 
-# -- MPTCP correlation (a minimal version of controller/mptcp.py; swap it in there) ------
-def mptcp_token(key: int, version: int) -> int:
-    """Most significant 32 bits of SHA-256(key) (v1, RFC 8684) or SHA-1(key) (v0)."""
-    digest = (hashlib.sha1 if version == 0 else hashlib.sha256)(key.to_bytes(8, "big")).digest()
-    return int.from_bytes(digest[:4], "big")
-
-
-@dataclass
-class _Connection:
-    id: int
-    version: int | None
-    tokens: list[int] = field(default_factory=list)
-    flows: list[int] = field(default_factory=list)   # flow ids, initial first
-
-
-def _correlate_mptcp(events: list[ev.Event]) -> list[_Connection]:
-    """Connections from MP_CAPABLE keys; joined subflows by their MP_JOIN token."""
-    keys: dict[int, dict[int, int]] = {}      # flow id -> direction -> key
-    versions: dict[int, int] = {}
-    order: list[int] = []
-    for event in events:
-        if isinstance(event, ev.MpCapable):
-            if event.flow_id not in keys:
-                keys[event.flow_id] = {}
-                order.append(event.flow_id)
-            versions[event.flow_id] = event.version
-            keys[event.flow_id][event.direction] = event.sender_key
-            if event.receiver_key is not None:
-                keys[event.flow_id][event.direction ^ 1] = event.receiver_key
-    connections: list[_Connection] = []
-    by_token: dict[int, _Connection] = {}
-    for flow_id in order:
-        version = versions[flow_id]
-        conn = _Connection(id=len(connections), version=version, flows=[flow_id])
-        for direction in (ev.UP, ev.DOWN):
-            if direction in keys[flow_id]:
-                token = mptcp_token(keys[flow_id][direction], version)
-                conn.tokens.append(token)
-                by_token[token] = conn
-        connections.append(conn)
-    for event in events:
-        if isinstance(event, ev.MpJoin):
-            conn = by_token.get(event.token)
-            if conn is None:  # its connection's handshake is not in the capture
-                conn = _Connection(id=len(connections), version=None, tokens=[event.token])
-                connections.append(conn)
-                by_token[event.token] = conn
-            if event.flow_id not in conn.flows:
-                conn.flows.append(event.flow_id)
-    return connections
-
-
 # -- the run --------------------------------------------------------------------------------
 @dataclass
 class Analysis:
@@ -269,7 +221,6 @@ def offline_datapath(flow_map_size: int = 65536):
 def analyze(path: Path, policy=None, datapath=None) -> Analysis:
     """Analyze one capture.  Pass a `datapath` from offline_datapath() to reuse one
     compiled program over many captures (its flows are cleared first)."""
-    from . import events as event_codec
     from . import policy as policy_mod
 
     frames: list[tuple[int, bytes]] = []
@@ -280,6 +231,7 @@ def analyze(path: Path, policy=None, datapath=None) -> Analysis:
             unsupported += 1
             continue
         frames.append((ts_ns, eth))
+    frames = steady_clock(frames)
     opened = openers(frames)
     owned = datapath is None
     if owned:
@@ -293,37 +245,112 @@ def analyze(path: Path, policy=None, datapath=None) -> Analysis:
         errors_before = datapath.error_counts()
         policy = policy or policy_mod.Policy.default()
         policy_mod.write_policy(datapath, policy)
+        snippet_size = datapath.options.snippet_size
+        run = _ControllerRun(datapath, snippet_size)
         egress, ingress = datapath.test_runner("egress"), datapath.test_runner("ingress")
-        raw_events: list[bytes] = []
         for n, (ts_ns, frame) in enumerate(frames):
+            run.maybe_tick(ts_ns)
             e = endpoints(frame)
             runner = egress
             if e is not None and opened.get(conversation(e)) != (e.src, e.sport):
                 runner = ingress
             runner.run(frame[:MAX_TEST_FRAME], tstamp_ns=ts_ns, ifindex=WAN_IFINDEX)
             if n % EVENT_DRAIN_EVERY == EVENT_DRAIN_EVERY - 1:
-                raw_events += datapath.drain_events()
-        raw_events += datapath.drain_events()
-        keys, values = datapath.sweep_flows()
+                run.drain()
+        keys, values, result, table = run.finish()
         errors = {k: v - errors_before.get(k, 0) for k, v in datapath.error_counts().items()}
-        snippet_size = datapath.options.snippet_size
     finally:
         if owned:
             datapath.close()
-    decoded = event_codec.decode_all(raw_events, snippet_size)
     names = {c.class_id: c.name for c in policy.classes}
-    connections = _correlate_mptcp(decoded)
-    flows, subflows = _flow_records(keys, values, names, connections)
-    mptcp = [{"id": c.id, "version": c.version, "tokens": c.tokens,
-              "subflows": [subflows[f] for f in c.flows if f in subflows]} for c in connections]
+    flows, subflows = _flow_records(keys, values, names, result, table)
+    mptcp = []
+    for position, conn in enumerate(result.mptcp.connections if result is not None else []):
+        for flow in flows:
+            if flow["mptcp_connection"] == conn.id:
+                flow["mptcp_connection"] = position
+        mptcp.append({"id": position, "version": conn.version, "known": conn.known,
+                      "tokens": sorted(conn.tokens), "class": conn.class_name,
+                      "subflows": [subflows[f] for f in conn.subflows if f in subflows]})
     return Analysis(frames=len(frames) + unsupported, unsupported_frames=unsupported, flows=flows,
-                    mptcp_connections=mptcp, errors=errors, events=decoded)
+                    mptcp_connections=mptcp, errors=errors, events=run.events)
 
 
-def _flow_records(keys: np.ndarray, values: np.ndarray, names: dict[int, str],
-                  connections: list[_Connection]) -> tuple[list[dict], dict[int, dict]]:
-    connection_of = {f: c.id for c in connections for f in c.flows}
+def steady_clock(frames: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """Capture times as a clock that only moves forward by plausible steps: some capture
+    clocks jump by days or years, or backwards; such a jump counts as 1 ms."""
+    out = []
+    previous = clock = None
+    for ts_ns, frame in frames:
+        if clock is None:
+            clock = ts_ns if 0 <= ts_ns < MAX_PLAUSIBLE_NS else 0
+        else:
+            step = ts_ns - previous
+            clock += step if 0 <= step <= MAX_STEP_NS else 1_000_000
+        previous = ts_ns
+        out.append((clock, frame))
+    return out
+
+
+class _ControllerRun:
+    """The daemon's controller over the capture: a sweep and a tick each second of capture time."""
+
+    def __init__(self, datapath, snippet_size: int):
+        from anabranch.controller.flows import FlowRates
+        from anabranch.controller.mptcp import MptcpOptions
+        from anabranch.controller.tick import Controller, ControllerOptions
+
+        self.datapath, self.snippet_size = datapath, snippet_size
+        # A capture is read at once: keep every connection listed, however long ago it ended.
+        self.controller = Controller(ControllerOptions(mptcp=MptcpOptions(linger_s=1e12)))
+        self.rates = FlowRates()
+        self.pending: list[ev.Event] = []
+        self.events: list[ev.Event] = []
+        self.next_tick: int | None = None
+        self.last_ts = 0
+
+    def drain(self) -> None:
+        from . import events as event_codec
+
+        decoded = event_codec.decode_all(self.datapath.drain_events(), self.snippet_size)
+        self.pending += decoded
+        self.events += decoded
+
+    def maybe_tick(self, ts_ns: int) -> None:
+        self.last_ts = max(self.last_ts, ts_ns)
+        if self.next_tick is None:
+            self.next_tick = ts_ns + TICK_NS
+        if ts_ns >= self.next_tick:
+            self.tick(self.next_tick)
+            # Quiet stretches of a capture (minutes, days) need no empty ticks.
+            self.next_tick += max(1, (ts_ns - self.next_tick) // TICK_NS + 1) * TICK_NS
+
+    def tick(self, now_ns: int):
+        from .control import extras_of
+
+        self.drain()
+        keys, values = self.datapath.sweep_flows()
+        table = self.rates.update(keys, values, now_ns)
+        result = self.controller.tick(table, self.pending, now_ns / 1e9, extras_of(table))
+        self.pending = []
+        return keys, values, result, table
+
+    def finish(self):
+        now = max(self.next_tick or 0, self.last_ts + 1)
+        keys, values, result, table = self.tick(now)
+        self.controller.close()
+        return keys, values, result, table
+
+
+def _flow_records(keys: np.ndarray, values: np.ndarray, names: dict[int, str], result,
+                  table) -> tuple[list[dict], dict[int, dict]]:
+    connection_of = {f: c.id for c in (result.mptcp.connections if result is not None else ())
+                     for f in c.subflows}
     ids = flow_ids(keys)
+    decided: dict[int, tuple[str, str]] = {}
+    if result is not None and len(table):
+        c = result.classification
+        decided = {int(fid): (c.class_of(row), c.reason_of(row)) for row, fid in enumerate(table.ids.tolist())}
     order = np.argsort(values["first_seen_ns"], kind="stable")
     flows, subflows = [], {}
     for row in order.tolist():
@@ -333,6 +360,8 @@ def _flow_records(keys: np.ndarray, values: np.ndarray, names: dict[int, str],
         octets = value["dir"]["bytes"]
         tcp = value["tcp"]
         subtypes = int(value["mptcp_subtypes"])
+        kernel_class = names.get(int(value["class_id"]), "unclassified")
+        class_name, reason = decided.get(fid, (kernel_class, "kernel"))
         record = {
             "id": f"{fid:016x}",
             "proto": kstructs.proto_name(key["proto"]),
@@ -341,9 +370,7 @@ def _flow_records(keys: np.ndarray, values: np.ndarray, names: dict[int, str],
             "packets": int(packets.sum()), "bytes": int(octets.sum()),
             "packets_up": int(packets[0]), "packets_down": int(packets[1]),
             "bytes_up": int(octets[0]), "bytes_down": int(octets[1]),
-            "class": names.get(int(value["class_id"]), "unclassified"),
-            "reason": kstructs.REASONS[int(value["class_reason"])]
-            if int(value["class_reason"]) < len(kstructs.REASONS) else "unknown",
+            "class": class_name, "reason": reason, "kernel_class": kernel_class,
             "mptcp_connection": connection_of.get(fid),
             "mptcp_subtypes": [n for i, n in enumerate(kstructs.MPTCP_SUBTYPES) if subtypes >> i & 1],
             "retransmits": [int(tcp[0]["retransmits"]), int(tcp[1]["retransmits"])],

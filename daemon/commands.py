@@ -24,6 +24,8 @@ from .state import MAX_RULES, PolicyError
 
 SORT_KEYS = ("rate", "bytes", "first_seen", "last_seen")
 MAX_FLOWS = 100_000
+# A reply must fit the client's receive limit with room to spare.
+MAX_EXPORT_BYTES = 32 << 20
 
 # Shared pieces of the schemas.
 CLASS_NAME = Arg((str,), pattern=r"[a-z][a-z0-9_-]{0,31}", max_len=32)
@@ -317,10 +319,25 @@ class Handlers:
                                f"args.series: no series {args['series']!r}; known: "
                                f"{', '.join(self.p.stream.series_names())}") from None
 
+    def history_export(self, args):
+        start, end = args["start"], args["end"]
+        if start > end:
+            raise CommandError(messages.E_INVALID, "args.start: must not be after args.end")
+        control = getattr(self.p, "control", None)
+        if control is None or control.history is None:
+            raise CommandError(messages.E_UNAVAILABLE, "no history database (controller.history.path)")
+        fmt = args.get("format", "json")
+        kinds = tuple(args["kinds"]) if args.get("kinds") else None
+        content = control.history.export(start, end, fmt, kinds=kinds)
+        if len(content) > MAX_EXPORT_BYTES:
+            raise CommandError(messages.E_INVALID, f"args: the range holds {len(content)} bytes of history, more "
+                                                   f"than {MAX_EXPORT_BYTES}; ask for a shorter range or fewer kinds")
+        return {"format": fmt, "start": start, "end": end, "content": content}
+
     def usage(self, args):
         table = self._table()
         if not len(table):
-            return {"window": "active flows", "count": 0, "hosts": []}
+            return {"window": "active flows", "count": 0, "hosts": [], **self._periods()}
         keys = table.keys
         # Group by (family, LAN address) without a Python dict over every flow.
         group = np.empty(len(table), dtype=[("family", "u1"), ("addr", "u1", 16)])
@@ -340,7 +357,26 @@ class Handlers:
         hosts = [{"host": kstructs.address(int(unique[i]["family"]), unique[i]["addr"]),
                   "flows": int(flows[i]), "bytes_up": int(bytes_up[i]), "bytes_down": int(bytes_down[i]),
                   "bps_up": float(bps_up[i]), "bps_down": float(bps_down[i])} for i in order.tolist()]
-        return {"window": "active flows", "count": n, "hosts": hosts}
+        return {"window": "active flows", "count": n, "hosts": self._with_periods(hosts), **self._periods()}
+
+    def _periods(self) -> dict[str, Any]:
+        """Today's and this month's totals per host and the quotas (the controller's meter)."""
+        control = getattr(self.p, "control", None)
+        if control is None:
+            return {"day": None, "month": None, "quotas": []}
+        usage = control.usage(self.clock())
+        return {"day": usage["day"], "month": usage["month"], "quotas": usage["quotas"]}
+
+    def _with_periods(self, hosts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        control = getattr(self.p, "control", None)
+        if control is None:
+            return hosts
+        known = control.usage(self.clock())["hosts"]
+        for host in hosts:
+            totals = known.get(host["host"], {})
+            for key in ("day_up", "day_down", "month_up", "month_down"):
+                host[key] = int(totals.get(key, 0))
+        return hosts
 
     def config_reload(self, args):
         from .config import ConfigError
@@ -431,6 +467,13 @@ def commands(provider) -> list[Command]:
             "start": Arg((float,), low=0, high=1e11, doc="Unix time"),
             "end": Arg((float,), low=0, high=1e11, doc="Unix time"),
             "step": Arg((float,), low=1, high=86_400, doc="seconds per point (mean)")}),
+        Command("history.export", h.history_export, summary="the history database for a time range, "
+                "as JSON or CSV", args={
+            "start": Arg((float,), required=True, low=0, high=1e11, doc="Unix time"),
+            "end": Arg((float,), required=True, low=0, high=1e11, doc="Unix time"),
+            "format": Arg((str,), choices=("json", "csv")),
+            "kinds": Arg((list,), items=Arg((str,), choices=("total", "class", "link", "host", "connection")),
+                         max_len=5)}),
         Command("usage", h.usage, summary="traffic per LAN host over the active flows", args={
             "limit": Arg((int,), low=1, high=MAX_FLOWS),
             "sort": Arg((str,), choices=("bytes", "rate"))}),

@@ -125,10 +125,10 @@ class Control:
         return self.controller.history
 
     # -- the tick -------------------------------------------------------------------------
-    def tick(self, table: FlowTable, events: list, now: float,
-             health: DatapathHealth | None = None) -> TickResult:
+    def tick(self, table: FlowTable, events: list, now: float, health: DatapathHealth | None = None,
+             metrics: dict[str, dict[str, float]] | None = None) -> TickResult:
         self._sync_policy()
-        result = self.controller.tick(table, events, now, extras_of(table), health)
+        result = self.controller.tick(table, events, now, extras_of(table), health, metrics)
         self.result, self.table = result, table
         self._book_alerts(result)
         if self.datapath is not None:

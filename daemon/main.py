@@ -81,6 +81,7 @@ class Daemon:
         self.stream: Stream | None = None
         self.forecaster = None
         self.control = None
+        self.forecasts = None
         self.controller_ms = 0.0
         self._errors_prev: dict[str, int] = {}
         self._shaper_revision: int | None = None
@@ -109,6 +110,10 @@ class Daemon:
         from .control import Control
         self.control = Control(self.config.controller, self.policy, self.alerts, self.datapath,
                                self.config.daemon.state_dir)
+        from anabranch.controller.classify import CLASSES
+
+        from .forecast import Forecasts
+        self.forecasts = Forecasts(CLASSES, [i.name for i in self.config.interfaces if i.role == "wan"])
         self.stream = Stream(self.server, self, snapshot_every=api.snapshot_every)
         commands.register(self.server, self)
         from .links import LinkWatcher
@@ -154,8 +159,16 @@ class Daemon:
         if self.policy.revision != self._shaper_revision:
             self._shaper_revision = self.policy.revision
             self._shaping_policy()
+        elif self._auto_links():
+            from .shaper import shaped_links
+            self.shaper.links = shaped_links(self._effective_config())   # follows the prediction
+        needs = None
+        if self.forecasts is not None and self.forecasts.prediction is not None:
+            needs = {link.iface: self.forecasts.needs(link.link.split("+") if link.direction == "down"
+                                                      else [link.iface], link.direction)
+                     for link in self.shaper.links}
         try:
-            self.shaper.tick(time.monotonic())
+            self.shaper.tick(time.monotonic(), needs)
         except Exception:  # a shaping bug must not stop counting and the API
             log.exception("shaping tick failed; the kernel keeps the previous tree")
 
@@ -176,14 +189,26 @@ class Daemon:
         # Only capacities change here: the shaped egresses are fixed by the configuration.
         self.shaper.links = shaped_links(self._effective_config())
 
+    def _auto_links(self) -> bool:
+        return any(v == "auto" for link in self.policy.links.values() for v in link.values())
+
     def _effective_config(self) -> config_mod.Config:
-        """The configuration with the API's link capacities (`link.set`) applied."""
+        """The configuration with the API's link capacities (`link.set`) applied; an `auto`
+        capacity follows the prediction, under the configured rate as its ceiling."""
         import dataclasses
 
         interfaces = []
         for iface in self.config.interfaces:
             override = self.policy.links.get(iface.name, {})
-            changes = {k: v for k, v in override.items() if k in ("up_mbit", "down_mbit") and v != "auto"}
+            changes = {}
+            for key in ("up_mbit", "down_mbit"):
+                value = override.get(key)
+                if value is None:
+                    continue
+                if value != "auto":
+                    changes[key] = value
+                elif getattr(iface, key) and self.forecasts is not None and iface.role == "wan":
+                    changes[key] = self.forecasts.capacity(iface.name, key[:-5], getattr(iface, key))
             interfaces.append(dataclasses.replace(iface, **changes))
         return dataclasses.replace(self.config, interfaces=tuple(interfaces))
 
@@ -328,10 +353,20 @@ class Daemon:
             errors={k: v for k, v in deltas.items() if v},
             links_down={i.name: 0.0 if i.name in by_name and self.oper_up.get(i.name, True) else 1.0
                         for i in wan})
+        anomalies = {"predict.anomaly": self.forecasts.anomaly_metrics()} if self.forecasts else None
         try:
-            self.control.tick(self.table, self.events, time.time(), health)
+            result = self.control.tick(self.table, self.events, time.time(), health, anomalies)
         except Exception:  # a controller bug must not stop counting, shaping and the API
             log.exception("controller tick failed; flows keep their previous classes")
+            result = None
+        if result is not None and self.forecasts is not None:
+            try:
+                from anabranch.controller.classify import CLASSES
+                self.forecasts.update(self.forecasts.samples(
+                    self.table, result.classification.class_index, CLASSES,
+                    {name: idx for idx, name in self.iface_names.items() if name in self.forecasts.links}))
+            except Exception:
+                log.exception("prediction failed; the allocation uses measured rates")
         self.controller_ms = (time.perf_counter() - started) * 1000
 
     def _drain_events(self) -> None:
@@ -398,6 +433,12 @@ class Daemon:
 
     def mptcp_view(self) -> dict[str, Any]:
         return self.control.mptcp_view(self.iface_names)
+
+    def predictions_view(self) -> dict[str, Any]:
+        if self.forecasts is None:
+            return {"available": False, "method": None, "classes": [], "links": []}
+        capacities = {i.name: i.down_mbit for i in self._effective_config().interfaces if i.role == "wan"}
+        return self.forecasts.view(capacities)
 
     def path_stats(self) -> dict[str, dict[str, Any]]:
         return self.control.path_stats() if self.control is not None else {}

@@ -57,9 +57,9 @@ class Stream:
         self.server.publish("links", {"links": links}, now)
         self.server.publish("classes", {"classes": classes_view(self.p), "shaping": shaping_view(self.p)}, now)
         self.server.publish("mptcp", mptcp_view(self.p), now)
-        # Absent components publish their shape with `available: false`, so
-        # subscribers can be written against it today.
-        self.server.publish("predictions", {"available": False, "method": None, "classes": [], "links": []}, now)
+        predictions = getattr(self.p, "predictions_view", None)
+        self.server.publish("predictions", predictions() if predictions is not None else
+                            {"available": False, "method": None, "classes": [], "links": []}, now)
         self._record(now, state, links)
         self.ticks += 1
 

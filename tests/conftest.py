@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 # Tests import with --import-mode=importlib (two test files may share a basename);
 # the helper modules beside them (lab, daemon_harness, webui_harness, flowgen, ...)
 # have distinct names and are found through these folders.
-for _helpers in ("lab", "webui", "controller", "daemon", "client"):
+for _helpers in ("lab", "webui", "controller", "daemon", "client", "ebpf"):
     sys.path.insert(0, str(REPO / "tests" / _helpers))
 
 from daemon_harness import daemon_config, start_daemon  # noqa: E402

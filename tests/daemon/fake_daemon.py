@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -106,10 +107,10 @@ class FakeDaemon:
         self.values["dir"]["packets"][busy] += grow // 1000 + 1
         self.values["last_seen_ns"][busy] = self.now_ns
         self.table = self.rates.update(self.keys.copy(), self.values.copy(), self.now_ns)
-        self.control.tick(self.table, [], self.now_ns / 1e9)
 
     def tick(self, now: float | None = None, **advance: Any) -> None:
         self.advance(**advance)
+        self.control.tick(self.table, [], time.time() if now is None else now)
         self.stream.tick(now)
 
     # -- what the Daemon offers the API --------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import os
 import stat
 
@@ -384,3 +385,25 @@ def test_state_file_is_json_an_admin_can_read(served):
     served.call("class.set", name="voice", dscp=41)
     document = json.loads((served.tmp_path / "state" / "policy.json").read_text())
     assert document["v"] == 1 and document["classes"]["voice"]["dscp"] == 41
+
+
+def test_history_export_reads_the_database_the_controller_writes(served):
+    now = time.time()
+    served.tick(now=now + 1, seed=5)
+    served.tick(now=now + 2, seed=6)
+    reply = served.call("history.export", start=now - 100, end=now + 100, format="csv", kinds=["class"])
+    lines = reply["content"].splitlines()
+    assert lines[0] == "t,resolution_s,kind,subject,metric,value"
+    assert len(lines) > 1 and all(line.split(",")[2] == "class" for line in lines[1:])
+    document = json.loads(served.call("history.export", start=now - 100, end=now + 100)["content"])
+    assert {s["kind"] for s in document["series"]} >= {"total", "class", "link"}
+    assert served.error("history.export", start=2.0, end=1.0)[0] == messages.E_INVALID
+    assert served.error("history.export", start=1.0, end=2.0, format="xml")[0] == messages.E_INVALID
+
+
+def test_usage_carries_day_and_month_totals(served):
+    served.tick(seed=7)
+    reply = served.call("usage", limit=5)
+    assert reply["day"] and reply["month"] and reply["quotas"] == []
+    assert all({"day_up", "day_down", "month_up", "month_down"} <= set(h) for h in reply["hosts"])
+    assert any(h["day_down"] > 0 for h in reply["hosts"])

@@ -65,3 +65,20 @@ def test_broken_toml_and_missing_files_are_clear(tmp_path):
     assert "not valid TOML" in errors_of("[daemon\n")[0]
     with pytest.raises(ConfigError, match="cannot read"):
         load(tmp_path / "absent.toml")
+
+
+def test_the_readme_example_configuration_is_valid():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = text.index("```toml\n[daemon]") + len("```toml\n")
+    parsed = loads(text[start:text.index("```", start)], "README.md")
+    assert parsed.controller.classify.rules[0].id == "cameras"
+    assert parsed.controller.usage.quotas[0].per_host is True
+
+
+def test_controller_errors_name_their_key():
+    with pytest.raises(ConfigError) as err:
+        loads('[controller.classify]\ndefault_class = "fast"\n[controller.alerts.rules.x]\nop = ">"\n', "t.toml")
+    text = str(err.value)
+    assert "t.toml: controller.classify.default_class" in text and "controller.alerts.rules.x.metric: missing" in text

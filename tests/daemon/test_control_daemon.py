@@ -110,3 +110,32 @@ def test_history_is_written_each_tick(running):
     finally:
         db.close()
     assert {"total", "class", "link"} <= kinds and ticks >= 2
+
+
+def test_predictions_are_published_per_class_and_link_from_the_model(running):
+    lab, daemon, _ = running
+    from anabranch.client import Subscriber
+
+    sender = lab.popen("cli", sys.executable, str(TRAFFIC), "tcp", SERVER_V4[0], "--bytes", "75000000",
+                       "--rate-mbit", "20")
+    subscriber = Subscriber(daemon.events, topics=("predictions",))
+    try:
+        body = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            got = subscriber.receive(timeout_s=2)
+            if got and got[1]["available"]:
+                body = got[1]
+                up = next(link for link in body["links"] if link["name"] == "wan0")["up"]
+                # Past the cold start (the model answers) while the transfer runs.
+                if not up["fallback"] and up["now_mbit"] > 5:
+                    break
+        assert body is not None
+        assert body["method"] == "onnx"
+        assert {c["name"] for c in body["classes"]} == {"voice", "video", "interactive", "file", "background"}
+        wan0 = next(link for link in body["links"] if link["name"] == "wan0")
+        assert wan0["next_1s_mbit"] > 0 and 0 <= wan0["confidence"] <= 100
+        assert wan0["up"]["h5"]["p10"] <= wan0["up"]["h5"]["p50"] <= wan0["up"]["h5"]["p90"]
+    finally:
+        subscriber.close()
+        sender.wait(60)

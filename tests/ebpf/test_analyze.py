@@ -80,7 +80,7 @@ def test_json_document_has_the_stable_shape(offline, shared_data):
     for field in ("proto", "src", "sport", "dst", "dport", "packets", "bytes", "class", "reason",
                   "mptcp_connection"):
         assert field in flow
-    assert flow["proto"] == "tcp" and flow["class"] == "file" and flow["reason"] == "port"
+    assert flow["proto"] == "tcp" and flow["class"] == "file" and flow["reason"] == "port:file"
     connection = document["mptcp_connections"][0]
     assert {"id", "version", "tokens", "subflows"} <= set(connection)
     assert len(connection["subflows"]) == 2
@@ -97,3 +97,14 @@ def test_every_ndpi_capture_is_analyzed_without_failure(offline, shared_data):
         assert analysis.flows, f"{capture.name}: no flows"
         assert analysis.unsupported_frames == 0, capture.name
         assert analysis.errors["flow_insert"] == 0 and analysis.errors["event_lost"] == 0, capture.name
+
+
+def test_analyze_agrees_with_the_labels_and_the_mptcp_ground_truth(offline, shared_data):
+    """The issue's score: at least 85 % of labelled bytes in nDPI's class; every MPTCP
+    subflow in its ground-truth connection (the same figures `make bench` writes)."""
+    import oracle_run
+
+    score = oracle_run.score(shared_data, datapath=offline)
+    assert score["class_agreement_bytes"] >= 0.85, score["confusion_bytes"]
+    assert score["mptcp_subflows_total"] == 10
+    assert score["mptcp_subflows_correct"] == score["mptcp_subflows_total"], score["mptcp_wrong"]

@@ -36,7 +36,7 @@ SEVERITIES = ("info", "warning", "critical")
 # The daemon's alert metrics (controller/alerts.py METRICS; a test keeps them equal).
 ALERT_METRICS = ("path.rtt_p95_ms", "path.loss_pct", "path.jitter_ms", "path.score", "link.utilisation_pct",
                  "flows.active", "quota.used_pct", "datapath.events_lost", "datapath.map_fill_pct",
-                 "datapath.errors", "link.down")
+                 "datapath.errors", "link.down", "predict.anomaly")
 RULE_PROTOS = ("any", "tcp", "udp")
 HISTORY_MAX_POINTS = 20_000
 
@@ -154,7 +154,17 @@ def connection(conn_id: str):
 
 @bp.get("/links")
 def links():
-    return jsonify(control().call("links"))
+    """The daemon's links, each with its latest prediction (now, next 1 s and 5 s, the
+    capacity in use and the confidence) from the `predictions` topic when there is one."""
+    reply = control().call("links")
+    latest = published_predictions(current_app.extensions["anabranch.relay"]) or {}
+    predicted = {p.get("name"): p for p in latest.get("links") or [] if isinstance(p, dict)}
+    for link in reply.get("links") or []:
+        forecast = predicted.get(link.get("name"))
+        if forecast is not None:
+            link["prediction"] = {k: forecast.get(k) for k in ("now_mbit", "next_1s_mbit", "next_5s_mbit",
+                                                                "capacity_mbit", "confidence")}
+    return jsonify(reply)
 
 
 @bp.get("/classes")
@@ -292,6 +302,35 @@ def _capacity_mbit(link: dict[str, Any], direction: str) -> float | None:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
             return float(value)
     return None
+
+
+EXPORT_KINDS = ("total", "class", "link", "host", "connection")
+
+
+@bp.get("/export/history")
+def export_history():
+    """The daemon's history database over a range (`history.export`), as a download."""
+    query = dict(request.args)
+    end = float(_number(query, "end", float, 0, 1e11)) if "end" in query else time.time()
+    start = float(_number(query, "start", float, 0, 1e11)) if "start" in query else end - 3600
+    if start >= end:
+        raise InvalidInput("start", "must be before end")
+    fmt = request.args.get("format", "csv")
+    if fmt not in ("csv", "json"):
+        raise InvalidInput("format", f"must be csv or json, got {fmt!r}")
+    args: dict[str, Any] = {"start": start, "end": end, "format": fmt}
+    kinds = [k for k in request.args.get("kinds", "").split(",") if k]
+    for kind in kinds:
+        if kind not in EXPORT_KINDS:
+            raise InvalidInput("kinds", f"each one of {', '.join(EXPORT_KINDS)}, got {kind!r}")
+    if kinds:
+        args["kinds"] = kinds
+    reply = control().call("history.export", **args)
+    content = reply.get("content", "")
+    response = Response(content if isinstance(content, str) else str(content),
+                        mimetype="text/csv" if fmt == "csv" else "application/json")
+    response.headers["Content-Disposition"] = f'attachment; filename="anabranch-history-{int(start)}-{int(end)}.{fmt}"'
+    return response
 
 
 def load_balancing(links_reply: dict[str, Any]) -> dict[str, Any]:

@@ -200,8 +200,9 @@ def build(relay, ctl) -> str:
     for item in _items(prediction, "links"):
         out.add("anabranch_link_predicted_capacity_mbit", "gauge", "Predicted capacity per link",
                 item.get("capacity_mbit"), link=item.get("name"))
-        out.add("anabranch_link_prediction_confidence", "gauge", "Confidence of the capacity prediction (0..1)",
-                item.get("confidence"), link=item.get("name"))
+        confidence = _number(item.get("confidence"))   # the predictor's is a percentage
+        out.add("anabranch_link_prediction_confidence", "gauge", "Confidence of the link's prediction (0..1)",
+                None if confidence is None else confidence / 100, link=item.get("name"))
     if prediction is not None:
         out.add("anabranch_prediction_error_mbit", "gauge", "Mean absolute error of recent predictions",
                 (prediction.get("error") or {}).get("mae_mbit"))

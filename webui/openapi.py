@@ -16,6 +16,8 @@ _ROUTES: list[tuple[str, str, str, str | None, list[str], dict[str, Any] | None]
      ["series", "start", "end", "step"], None),
     ("get", "/export", "A time series as a CSV or JSON download", "history",
      ["series", "start", "end", "step", "format"], None),
+    ("get", "/export/history", "The history database over a range as a CSV or JSON download",
+     "history.export", ["start", "end", "format", "kinds"], None),
     ("get", "/flows", "Active flows, filtered and sorted", "flows", ["limit", "sort", "iface", "proto", "host"],
      None),
     ("get", "/connections", "MPTCP connections with their subflows", "mptcp", [], None),
@@ -48,7 +50,8 @@ _ROUTES: list[tuple[str, str, str, str | None, list[str], dict[str, Any] | None]
      {"type": "object", "required": ["metric", "op", "threshold", "for_s", "severity"], "properties": {
          "metric": {"enum": ["path.rtt_p95_ms", "path.loss_pct", "path.jitter_ms", "path.score",
                              "link.utilisation_pct", "flows.active", "quota.used_pct", "datapath.events_lost",
-                             "datapath.map_fill_pct", "datapath.errors", "link.down"]},
+                             "datapath.map_fill_pct", "datapath.errors", "link.down",
+                             "predict.anomaly"]},
          "summary": {"type": "string", "maxLength": 200, "description": "the alert's message"},
          "op": {"enum": [">", ">=", "<", "<="]},
          "threshold": {"type": "number"}, "for_s": {"type": "number", "minimum": 0},
@@ -66,6 +69,7 @@ _PARAM_DOC = {
     "step": "seconds per point", "format": "csv or json", "limit": "most rows", "sort": "rate, bytes, "
     "first_seen or last_seen", "iface": "interface name", "proto": "tcp, udp, icmp...", "host": "an address",
     "id": "identifier", "name": "name", "state": "active, or all (default) for resolved ones too",
+    "kinds": "comma-separated: total, class, link, host, connection (default: all)",
 }
 
 

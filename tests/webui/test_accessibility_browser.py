@@ -127,6 +127,17 @@ def test_nothing_but_tables_scrolls_sideways_and_targets_are_large_enough(full_w
         context.close()
 
 
+def test_at_1280x800_every_table_fits_without_scrolling_sideways(full_webui, page):
+    browser_login(page, full_webui.base_url, PASSWORD)
+    for name in PAGES:
+        _visit(page, full_webui.base_url, name)
+        page.wait_for_timeout(300)
+        wide = page.evaluate("""() => [...document.querySelectorAll('.table-scroll')]
+            .filter((box) => box.getClientRects().length && box.scrollWidth > box.clientWidth + 1)
+            .map((box) => box.querySelector('table').id + ' ' + (box.scrollWidth - box.clientWidth) + 'px')""")
+        assert wide == [], name
+
+
 def _tab_until(page, predicate_js: str, limit: int = 80) -> int:
     for presses in range(1, limit + 1):
         page.keyboard.press("Tab")

@@ -142,6 +142,19 @@ def test_export_csv_is_a_download_with_a_header_row(logged_in, fake_daemon):
     assert as_json["series"] == "link.wan0.down_bps" and len(as_json["points"]) == len(rows) - 1
 
 
+def test_the_history_database_exports_a_range_as_a_download(logged_in, fake_daemon):
+    time.sleep(1.5)  # a tick of history written
+    now = time.time()
+    response = logged_in.get(f"/api/v1/export/history?format=csv&start={now - 60:.0f}&end={now + 1:.0f}&kinds=link")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "text/csv" and "attachment" in response.headers["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert rows and {row["kind"] for row in rows} == {"link"} and {row["subject"] for row in rows} >= {"wan0"}
+    assert fake_daemon.commands("history.export")[-1]["args"]["kinds"] == ["link"]
+    bad = logged_in.get("/api/v1/export/history?kinds=flows")
+    assert bad.status_code == 400 and bad.get_json()["error"]["field"] == "kinds"
+
+
 def test_an_unknown_series_is_404_with_the_known_names(logged_in, fake_daemon):
     response = logged_in.get("/api/v1/metrics/history?series=link.wan9.loss")
     assert response.status_code == 404

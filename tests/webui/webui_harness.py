@@ -199,12 +199,19 @@ class StreamPublisher:
 
 
 def sample_predictions() -> dict[str, Any]:
-    """What the daemon publishes on the `predictions` topic once the predictor runs."""
-    return {"available": True, "model": "anabranch-lstm-v1 (onnx)", "error": {"mae_mbit": 1.7},
-            "classes": [{"name": name, "now_mbit": 3.0 + i, "next_1s_mbit": 3.2 + i, "next_5s_mbit": 3.9 + i}
+    """What the daemon publishes on the `predictions` topic (daemon/forecast.py Forecasts.view)."""
+    def both(i: int) -> dict[str, Any]:
+        one = {"now_mbit": 1.0 + i, "fallback": False, "history_s": 120, "anomaly": False,
+               "h1": {"p10": 0.8 + i, "p50": 1.1 + i, "p90": 1.4 + i, "confidence": 80.0, "error": {"mae": 0.3}},
+               "h5": {"p10": 0.7 + i, "p50": 1.2 + i, "p90": 1.9 + i, "confidence": 70.0, "error": {"mae": 0.5}}}
+        return {"now_mbit": 3.0 + i, "next_1s_mbit": 3.2 + i, "next_5s_mbit": 3.9 + i, "confidence": 80.0,
+                "up": one, "down": one}
+
+    return {"available": True, "method": "onnx", "model": "anabranch-hybrid-v1",
+            "error": {"mae_mbit": 1.7, "nmae": 0.12},
+            "classes": [{"name": name, **both(i)}
                         for i, name in enumerate(("voice", "video", "interactive", "file", "background"))],
-            "links": [{"name": "wan0", "capacity_mbit": 182.5, "confidence": 0.86},
-                      {"name": "wan1", "capacity_mbit": 83.0, "confidence": 0.72}]}
+            "links": [{"name": "wan0", **both(5), "capacity_mbit": 200}, {"name": "wan1", **both(6), "capacity_mbit": 100}]}
 
 
 # ---- a stand-in daemon's control socket: the real command table ------------

@@ -5,6 +5,8 @@
 
 (function () {
   const { $, rate, bytes, count, mbit, ms, pct, when, endpoint, cell, el, badge } = AB;
+  // The predictor's confidence is a percentage (controller/predict/runtime.py).
+  const confidence = (c) => (c === null || c === undefined ? "—" : Number(c).toFixed(0) + " %");
   const REST_EVERY_MS = 2000;
 
   // Refresh `fn` at most every REST_EVERY_MS, driven by the websocket's ticks.
@@ -208,13 +210,15 @@
     function render(reply) {
       const rows = (reply.links || []).map((l) => {
         const row = el("tr", { "data-link": l.name });
-        cell(row, l.name, "mono", "th").setAttribute("scope", "row");
-        cell(row, String(l.role || "").toUpperCase());
+        const name = cell(row, l.name, "mono", "th");
+        name.setAttribute("scope", "row");
+        name.appendChild(el("span", { class: "cell-note" }, String(l.role || "").toUpperCase()));
         const cap = ["up", "down"].map((d) => (capacity(l, d) === null ? "auto" : mbit(capacity(l, d)))).join(" / ");
         cell(row, cap, "num").title = "up from " + (l.up_source || "?") + ", down from " + (l.down_source || "?");
-        const predicted = l.predicted_mbit ?? l.predicted_down_mbit;
-        cell(row, predicted === undefined || predicted === null ? "—"
-          : mbit(predicted) + (l.confidence !== undefined && l.confidence !== null ? " (" + pct(l.confidence) + ")" : ""), "num");
+        const forecast = l.prediction || {};
+        cell(row, forecast.next_1s_mbit === undefined || forecast.next_1s_mbit === null ? "—"
+          : mbit(forecast.next_1s_mbit) + (forecast.confidence !== undefined && forecast.confidence !== null
+            ? " (" + confidence(forecast.confidence) + ")" : ""), "num");
         cell(row, rate(l.up_bps), "num up");
         cell(row, rate(l.down_bps), "num down");
         cell(row, pct(utilisation(l)), "num");
@@ -232,7 +236,7 @@
         }
         return row;
       });
-      AB.replaceBody($("links"), rows, 11, "The daemon reports no links.");
+      AB.replaceBody($("links"), rows, 10, "The daemon reports no links.");
     }
     function renderLb(reply) {
       AB.bars($("lb"), (reply.links || []).map((l) => ({
@@ -364,16 +368,19 @@
       AB.replaceBody($("htb"), rows, 9, shaping ? "No shaped links." : "Shaping is off: no link has a configured rate.");
     }
 
-    function matchText(match) {
+    // A rule's match in one line; long lists (the built-in services) show their first items.
+    function matchText(match, limit) {
+      const some = (items) => (limit && items.length > limit
+        ? items.slice(0, limit).join(", ") + " … (" + (items.length - limit) + " more)" : items.join(", "));
       const parts = [];
       const proto = match.proto && match.proto !== "any" ? match.proto + " " : "";
       if ((match.ports || []).length) {
-        parts.push(proto + "port " + match.ports.map((p) => (Array.isArray(p) ? (p[0] === p[1] ? p[0] : p[0] + "-" + p[1]) : p)).join(", "));
+        parts.push(proto + "port " + some(match.ports.map((p) => (Array.isArray(p) ? (p[0] === p[1] ? p[0] : p[0] + "-" + p[1]) : p))));
       } else if (proto) {
         parts.push(proto.trim());
       }
-      if ((match.cidrs || []).length) parts.push("net " + match.cidrs.join(", "));
-      if ((match.hosts || []).length) parts.push("host " + match.hosts.join(", "));
+      if ((match.cidrs || []).length) parts.push("net " + some(match.cidrs));
+      if ((match.hosts || []).length) parts.push("host " + some(match.hosts));
       return parts.join(" · ");
     }
 
@@ -381,9 +388,9 @@
       const ruleRows = (reply.rules || []).map((r, i) => {
         const row = el("tr", { "data-rule": r.id });
         cell(row, String(i + 1), "num");
-        cell(row, matchText(r.match || {}) + (r.enabled === false ? " (disabled)" : ""), "mono");
+        cell(row, matchText(r.match || {}) + (r.enabled === false ? " (disabled)" : ""), "mono match");
         cell(row, "").appendChild(badge(r.class));
-        cell(row, r.comment || "", "muted");
+        cell(row, r.comment || "", "muted wrap");
         const actions = cell(row, "");
         if (AB.isAdmin()) {
           const del = el("button", { type: "button", class: "button button-small",
@@ -402,9 +409,10 @@
       const builtin = (reply.builtin || []).map((r, i) => {
         const row = el("tr", { "data-rule": r.id, class: "builtin" });
         cell(row, String(first + i + 1), "num");
-        cell(row, matchText(r.match || r) || "(heuristic)", "mono");
+        const text = cell(row, matchText(r.match || r, 6) || "(heuristic)", "mono match");
+        text.title = matchText(r.match || r);
         cell(row, "").appendChild(badge(r.class));
-        cell(row, "built in: " + r.id, "muted");
+        cell(row, "built in: " + r.id, "muted wrap");
         cell(row, "");
         return row;
       });
@@ -434,22 +442,33 @@
 
   function predictionsPage() {
     function render(reply) {
-      $("predict-model").textContent = reply.model ? "model: " + reply.model : "";
+      const error = reply.error || {};
+      const parts = [];
+      if (reply.method) parts.push("method: " + reply.method + (reply.model ? " (" + reply.model + ")" : ""));
+      if (error.mae_mbit !== undefined && error.mae_mbit !== null) {
+        parts.push("rolling error of the next-second prediction: " + mbit(error.mae_mbit) + " mean absolute" +
+          (error.nmae !== undefined && error.nmae !== null ? ", " + pct(error.nmae) + " normalised" : ""));
+      }
+      $("predict-model").textContent = parts.join(" · ");
       AB.replaceBody($("demand"), (reply.classes || []).map((c) => {
-        const row = el("tr");
+        const row = el("tr", { "data-class": c.name });
         cell(row, "", "", "th").appendChild(badge(c.name));
         cell(row, mbit(c.now_mbit), "num");
         cell(row, mbit(c.next_1s_mbit), "num");
         cell(row, mbit(c.next_5s_mbit), "num");
+        cell(row, confidence(c.confidence), "num");
         return row;
-      }), 4, "No class predictions.");
+      }), 5, "No class predictions.");
       AB.replaceBody($("capacity"), (reply.links || []).map((l) => {
-        const row = el("tr");
+        const row = el("tr", { "data-link": l.name });
         cell(row, l.name, "mono", "th");
+        cell(row, mbit(l.now_mbit), "num");
+        cell(row, mbit(l.next_1s_mbit), "num");
+        cell(row, mbit(l.next_5s_mbit), "num");
         cell(row, mbit(l.capacity_mbit ?? l.predicted_mbit), "num");
-        cell(row, pct(l.confidence), "num");
+        cell(row, confidence(l.confidence), "num");
         return row;
-      }), 3, "No link predictions.");
+      }), 6, "No link predictions.");
     }
     const refresh = ticking(() => AB.load("/api/v1/predictions", "predictions-panel", render));
     AB.connect({ state: refresh });
@@ -542,17 +561,32 @@
 
   function usagePage() {
     function render(reply) {
-      $("usage-caption").textContent = reply.window ? count(reply.count) + " hosts, over the " + reply.window : "";
+      const period = [reply.day && "today is " + reply.day, reply.month && "month " + reply.month].filter(Boolean).join(", ");
+      $("usage-caption").textContent = count(reply.count) + " hosts with active flows" + (period ? "; " + period : "");
       AB.replaceBody($("usage"), (reply.hosts || []).map((h) => {
-        const row = el("tr");
+        const row = el("tr", { "data-host": h.host });
         cell(row, h.host, "mono", "th").setAttribute("scope", "row");
         cell(row, count(h.flows), "num");
-        cell(row, bytes(h.bytes_up), "num up");
-        cell(row, bytes(h.bytes_down), "num down");
         cell(row, rate(h.bps_up), "num up");
         cell(row, rate(h.bps_down), "num down");
+        cell(row, h.day_up === undefined ? "—" : bytes(h.day_up), "num up");
+        cell(row, h.day_down === undefined ? "—" : bytes(h.day_down), "num down");
+        cell(row, h.month_up === undefined ? "—" : bytes(h.month_up), "num up");
+        cell(row, h.month_down === undefined ? "—" : bytes(h.month_down), "num down");
         return row;
-      }), 6, "No traffic yet.");
+      }), 8, "No traffic yet.");
+      AB.replaceBody($("quotas"), (reply.quotas || []).map((q) => {
+        const row = el("tr");
+        cell(row, q.quota, "mono", "th").setAttribute("scope", "row");
+        cell(row, q.subject, "mono");
+        cell(row, q.period);
+        const used = cell(row, "");
+        used.appendChild(el("meter", { min: "0", max: String(q.limit_bytes), value: String(Math.min(q.used_bytes, q.limit_bytes)),
+          high: String(0.9 * q.limit_bytes), "aria-label": "quota " + q.quota + " used by " + q.subject }));
+        used.appendChild(document.createTextNode(" " + bytes(q.used_bytes) + " of " + bytes(q.limit_bytes) +
+          " (" + Number(q.used_pct).toFixed(1) + " %)"));
+        return row;
+      }), 4, "No quotas configured (controller.usage.quotas in the configuration).");
     }
     const refresh = ticking(() => AB.load("/api/v1/usage", "usage-panel", render));
     AB.connect({ state: refresh });
@@ -573,6 +607,9 @@
       const q = query();
       $("export-csv").href = "/api/v1/export?format=csv&" + q;
       $("export-json").href = "/api/v1/export?format=json&" + q;
+      const range = q.slice(q.indexOf("&start=") + 1);
+      $("export-db-csv").href = "/api/v1/export/history?format=csv&" + range;
+      $("export-db-json").href = "/api/v1/export/history?format=json&" + range;
       const series = new FormData(form).get("series");
       const format = /bps$/.test(series) ? rate : (v) => Number(v).toPrecision(3);
       const reply = await AB.load("/api/v1/metrics/history?" + q, "history-panel", (body) => {

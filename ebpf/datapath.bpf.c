@@ -64,6 +64,8 @@ BPF_RINGBUF_OUTPUT(events, AB_EVENT_PAGES);
 #define TCPOPT_NOP 1
 #define TCPOPT_TIMESTAMP 8
 #define TCPOPT_MPTCP 30
+/* The option area's first word when it is NOP, NOP, TIMESTAMP (kind 8, length 10). */
+#define NOP_NOP_TIMESTAMP ((TCPOPT_NOP << 24) | (TCPOPT_NOP << 16) | (TCPOPT_TIMESTAMP << 8) | 10)
 #define OPT_BUF 64 /* power of two >= AB_TCP_OPTIONS_MAX: indices are masked into it */
 #define MAX_MPTCP_OPTIONS 2
 /* Options walked per packet: real stacks send at most 7 or 8 (SYN: MSS, SACK_PERM,
@@ -298,7 +300,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
 		if (hlen == sizeof(*tcp) + 12 && (void *)tcp + sizeof(*tcp) + 12 <= data_end) {
 			__u32 *ts = (void *)tcp + sizeof(*tcp);
 
-			if (ts[0] == bpf_htonl(0x0101080a)) {
+			if (ts[0] == bpf_htonl(NOP_NOP_TIMESTAMP)) {
 				pkt->has_ts = 1;
 				pkt->tsval = bpf_ntohl(ts[1]);
 				pkt->tsecr = bpf_ntohl(ts[2]);

@@ -1,6 +1,8 @@
-"""The web UI in headless Chromium against the real anabranchd in the netns lab: sign-in,
-live flows from real traffic, a class maximum reaching the kernel's HTB class, CSRF, and
-screenshots of every page (build/screenshots/lab-*.png).
+"""The web UI in headless Chromium against the real anabranchd in the netns lab: sign-in
+(and a wrong password refused), live flows from real traffic, an MPTCP connection
+expanded into its two subflows, a class maximum reaching the kernel's HTB class, an
+alert raised and resolved by traffic, a CSRF-less POST refused, and screenshots of
+every page (build/screenshots/lab-*.png).
 
 The daemon runs in the lab's gateway namespace on all four ports (both WANs shaped
 upward); the web UI (gunicorn) runs in this namespace and reaches the daemon's

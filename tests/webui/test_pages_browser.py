@@ -91,7 +91,7 @@ def test_flows_page_lists_flows_with_reasons_rtt_and_retransmissions(full_webui,
     page.goto(full_webui.base_url + "/flows")
     row = page.locator("#all-flows tbody tr", has_text="192.168.1.11:51515")
     row.wait_for()
-    assert "port rule" in row.inner_text() and "voice" in row.inner_text()
+    assert "port table: voice" in row.inner_text() and "voice" in row.inner_text()
     # RTT and retransmissions come per direction, [up, down]: the larger RTT and the sum are shown.
     video = page.locator("#all-flows tbody tr", has_text="192.168.1.12:51516").inner_text()
     assert "16.5 ms" in video and "\t2\t" in video

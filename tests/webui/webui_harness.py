@@ -73,10 +73,10 @@ def sample_flow(n: int, seq: int = 0) -> dict[str, Any]:
     FlowRecords build it (a test keeps the fields equal to a real record's)."""
     kinds = [
         ("tcp", 443, "interactive", "default"),
-        ("udp", 16390, "voice", "port"),
-        ("tcp", 1935, "video", "port"),
-        ("tcp", 22, "file", "port"),
-        ("udp", 53, "background", "port"),
+        ("udp", 16390, "voice", "port:voice"),
+        ("tcp", 1935, "video", "port:video"),
+        ("tcp", 22, "file", "port:file"),
+        ("udp", 53, "background", "port:background"),
         ("icmp", 0, "interactive", "default"),
     ]
     proto, dport, cls, reason = kinds[n % len(kinds)]

@@ -69,10 +69,19 @@
     return [].concat(f.retransmits).reduce((n, v) => n + (Number(v) || 0), 0);
   }
 
-  // Why the datapath put a flow in its class (kstructs.REASONS in the daemon).
+  // Why a flow is in its class: the controller's rule id or heuristic (controller/classify.py,
+  // controller/tick.py), or the datapath's reason (kstructs.REASONS) before the controller ran.
   const REASONS = { none: "not classified yet", default: "no rule matched: default class", port: "port rule",
-    prefix: "network rule", token: "its MPTCP connection's class", override: "set for this flow" };
-  const reasonText = (f) => (f.reason ? REASONS[f.reason] || f.reason : "");
+    prefix: "network rule", token: "its MPTCP connection's class", override: "set for this flow",
+    "mptcp:join": "joined an MPTCP connection: its class" };
+  const REASON_KINDS = { "port:": "port table: ", "service:": "known service: ", "heuristic:": "behaves like ",
+    "api:": "your rule " };
+  function reasonText(f) {
+    if (!f.reason) return "";
+    if (REASONS[f.reason]) return REASONS[f.reason];
+    const kind = Object.keys(REASON_KINDS).find((k) => f.reason.startsWith(k));
+    return kind ? REASON_KINDS[kind] + f.reason.slice(kind.length) : f.reason;
+  }
 
   function flowsPage() {
     const table = $("all-flows");

@@ -350,7 +350,7 @@ class Scenery:
     """What the synthetic provider lacks to exercise the whole controller: a second WAN
     (wan1), RTT and retransmission samples on TCP flows (path statistics), and one
     MPTCP connection (MP_CAPABLE then MP_JOIN events) whose subflows leave by wan0 and
-    wan1 and carry 70 % and 30 % of its bytes."""
+    wan1, sent 70 and 30 kB a tick (plus the provider's random traffic on every flow)."""
 
     WAN1 = 4
     LAN_ADDRESS, JOIN_ADDRESS, REMOTE = "10.0.0.7", "10.0.1.7", "198.51.100.7"

@@ -34,6 +34,8 @@ class BuildOptions:
     flow_map_size: int = 65536
     snippet_size: int = kstructs.SNIPPET_SIZE   # a power of two
     event_pages: int = 256                       # ring buffer pages, a power of two
+    # Ports with an ifindex below this are in an array, the rest in a hash.
+    port_index_size: int = kstructs.PORT_INDEX_SIZE
     # Offline analysis: "now" is skb->tstamp (the capture time passed to
     # BPF_PROG_TEST_RUN) instead of the monotonic clock.
     clock_from_skb: bool = False
@@ -41,6 +43,7 @@ class BuildOptions:
     def cflags(self) -> list[str]:
         flags = [f"-I{source_dir()}", f"-DAB_FLOW_MAP_SIZE={self.flow_map_size}",
                  f"-DAB_SNIPPET_SIZE={self.snippet_size}", f"-DAB_EVENT_PAGES={self.event_pages}",
+                 f"-DAB_PORT_INDEX_SIZE={self.port_index_size}",
                  # BCC's own headers warn about things the kernel's UAPI does; keep the log clean.
                  "-Wno-macro-redefined"]
         if self.clock_from_skb:
@@ -229,6 +232,7 @@ class Datapath:
         self.egress = self.bpf.load_func(b"ab_egress", BPF.SCHED_CLS)
         self.flows = self.bpf[b"flows"]
         self.ports = self.bpf[b"ports"]
+        self.port_index = self.bpf[b"port_index"]
         self.errors = self.bpf[b"errors"]
         self.config = self.bpf[b"config"]
         self.classes = self.bpf[b"classes"]
@@ -294,13 +298,18 @@ class Datapath:
         return result
 
     def set_port(self, ifindex: int, role: int, flags: int) -> None:
-        key = self.ports.Key(ifindex)
-        leaf = self.ports.Leaf()
+        # Small ifindexes (nearly all) live in the array the program reads
+        # without hashing; the rest in the hash (AB_PORT_INDEX_SIZE in datapath.h).
+        table = self.port_index if ifindex < self.options.port_index_size else self.ports
+        leaf = table.Leaf()
         leaf.role = role
         leaf.flags = flags
-        self.ports[key] = leaf
+        table[table.Key(ifindex)] = leaf
 
     def clear_port(self, ifindex: int) -> None:
+        if ifindex < self.options.port_index_size:
+            self.port_index[self.port_index.Key(ifindex)] = self.port_index.Leaf()  # role 0: no port
+            return
         try:
             del self.ports[self.ports.Key(ifindex)]
         except KeyError:

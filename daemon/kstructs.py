@@ -21,6 +21,7 @@ ROLE_WAN = 2
 
 PORT_COUNT = 0x01
 PORT_MARK = 0x02
+PORT_INDEX_SIZE = 4096      # AB_PORT_INDEX_SIZE default: ifindexes below it are in the port_index array
 
 FAMILY_V4 = 4
 FAMILY_V6 = 6

@@ -13,11 +13,15 @@
  * folder and -D for the knobs in datapath.h.  Uses only UAPI headers, so the
  * distribution's generic kernel headers suffice.
  *
- * Cost per packet on a WAN port: one array lookup (config), one hash lookup in
- * the flow map (plus the policy lookups and an insert for a new flow), a few
- * atomic adds, and for TCP one bpf_skb_load_bytes of the options.  On a LAN
- * port: nothing at ingress; at egress with marking on, a header parse and one
- * array lookup.
+ * Cost per packet on a WAN port: inlined array lookups (port, config, class),
+ * one hash lookup in the flow map (plus the policy lookups and an insert for a
+ * new flow), two atomic adds and the coarse clock; for TCP the timestamps are
+ * read in place, and only other option layouts (SYN, MPTCP) are copied with
+ * bpf_skb_load_bytes and walked.  On a LAN port: one array lookup at ingress;
+ * at egress with marking on, the L2 headers and the IP header's first bytes,
+ * and one more array lookup.  Under forwarding load nearly every line these
+ * touch is cold, so the count of lines touched is the cost: the flow map
+ * lookup is most of it (tests/bench/bench_datapath.py measures).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -31,6 +35,7 @@
 #include "datapath.h"
 
 BPF_TABLE("lru_hash", struct ab_flow_key, struct ab_flow, flows, AB_FLOW_MAP_SIZE);
+BPF_ARRAY(port_index, struct ab_port, AB_PORT_INDEX_SIZE);
 BPF_HASH(ports, __u32, struct ab_port, AB_PORT_MAP_SIZE);
 BPF_PERCPU_ARRAY(errors, __u64, AB_ERR_MAX);
 BPF_ARRAY(config, struct ab_config, 1);
@@ -59,6 +64,8 @@ BPF_RINGBUF_OUTPUT(events, AB_EVENT_PAGES);
 #define TCPOPT_NOP 1
 #define TCPOPT_TIMESTAMP 8
 #define TCPOPT_MPTCP 30
+/* The option area's first word when it is NOP, NOP, TIMESTAMP (kind 8, length 10). */
+#define NOP_NOP_TIMESTAMP ((TCPOPT_NOP << 24) | (TCPOPT_NOP << 16) | (TCPOPT_TIMESTAMP << 8) | 10)
 #define OPT_BUF 64 /* power of two >= AB_TCP_OPTIONS_MAX: indices are masked into it */
 #define MAX_MPTCP_OPTIONS 2
 /* Options walked per packet: real stacks send at most 7 or 8 (SYN: MSS, SACK_PERM,
@@ -107,7 +114,20 @@ static __always_inline void count_error(__u32 index)
 		*counter += 1; /* per-CPU slot: no atomic needed */
 }
 
-static __always_inline __u64 clock_now(struct __sk_buff *skb)
+/* Two clocks, both CLOCK_MONOTONIC: first/last seen and event times take the
+ * coarse one (tick resolution, no clock-source read: a precise read costs tens
+ * of ns on every packet, more in a VM); RTT samples take the precise one, read
+ * only when a sample starts or ends. */
+static __always_inline __u64 clock_coarse(struct __sk_buff *skb)
+{
+#ifdef AB_CLOCK_SKB_TSTAMP
+	return skb->tstamp;
+#else
+	return bpf_ktime_get_coarse_ns();
+#endif
+}
+
+static __always_inline __u64 clock_precise(struct __sk_buff *skb)
 {
 #ifdef AB_CLOCK_SKB_TSTAMP
 	return skb->tstamp;
@@ -116,20 +136,17 @@ static __always_inline __u64 clock_now(struct __sk_buff *skb)
 #endif
 }
 
-/* Parse L2/L3/L4 headers into *pkt; returns 0 when the packet belongs to a flow. */
-static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
+/* Skip Ethernet, VLAN tags and a PPPoE session header: the L3 header's start
+ * (and its protocol in *eth_proto), or NULL when the frame ends first. */
+static __always_inline void *skip_l2(void *data, void *data_end, __u16 *eth_proto_out)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	void *cursor;
 	__u16 eth_proto;
-	__u32 ip_len = 0; /* L3 length from the IP header, 0 when unknown (big TCP) */
-	__u8 l4proto;
 
 	if ((void *)(eth + 1) > data_end) {
 		count_error(AB_ERR_TRUNCATED);
-		return -1;
+		return NULL;
 	}
 	eth_proto = eth->h_proto;
 	cursor = eth + 1;
@@ -140,7 +157,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
 			break;
 		if (cursor + VLAN_HLEN > data_end) {
 			count_error(AB_ERR_TRUNCATED);
-			return -1;
+			return NULL;
 		}
 		/* TCI (2 bytes) then the encapsulated protocol (2 bytes). */
 		eth_proto = *(__u16 *)(cursor + 2);
@@ -152,7 +169,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
 
 		if (cursor + PPPOE_HLEN > data_end) {
 			count_error(AB_ERR_TRUNCATED);
-			return -1;
+			return NULL;
 		}
 		ppp_proto = *(__u16 *)(cursor + 6);
 		if (ppp_proto == bpf_htons(PPP_IPV4))
@@ -161,6 +178,23 @@ static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
 			eth_proto = bpf_htons(ETH_P_IPV6);
 		cursor += PPPOE_HLEN;
 	}
+	*eth_proto_out = eth_proto;
+	return cursor;
+}
+
+/* Parse L2/L3/L4 headers into *pkt; returns 0 when the packet belongs to a flow. */
+static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	void *cursor;
+	__u16 eth_proto;
+	__u32 ip_len = 0; /* L3 length from the IP header, 0 when unknown (big TCP) */
+	__u8 l4proto;
+
+	cursor = skip_l2(data, data_end, &eth_proto);
+	if (!cursor)
+		return -1;
 	pkt->l3_off = cursor - data;
 
 	if (eth_proto == bpf_htons(ETH_P_IP)) {
@@ -261,6 +295,18 @@ static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
 		}
 		pkt->opt_len = hlen - sizeof(*tcp);
 		pkt->payload_off = pkt->l4_off + hlen;
+		/* The usual option area of an established Linux flow is exactly NOP NOP
+		 * TIMESTAMP: read it in place (no copy, no helper call). */
+		if (hlen == sizeof(*tcp) + 12 && (void *)tcp + sizeof(*tcp) + 12 <= data_end) {
+			__u32 *ts = (void *)tcp + sizeof(*tcp);
+
+			if (ts[0] == bpf_htonl(NOP_NOP_TIMESTAMP)) {
+				pkt->has_ts = 1;
+				pkt->tsval = bpf_ntohl(ts[1]);
+				pkt->tsecr = bpf_ntohl(ts[2]);
+				pkt->opt_len = 0; /* nothing left for the option walk */
+			}
+		}
 	} else if (l4proto == IPPROTO_UDP) {
 		struct udphdr *udp = cursor;
 
@@ -312,15 +358,6 @@ static __always_inline void parse_tcp_options(struct __sk_buff *skb, struct pack
 	if (bpf_skb_load_bytes(skb, pkt->l4_off + sizeof(struct tcphdr), opts,
 			       ((len - 1) & (OPT_BUF - 1)) + 1) < 0) {
 		count_error(AB_ERR_TRUNCATED);
-		return;
-	}
-	/* Fast path: the usual option area of an established Linux flow is exactly
-	 * NOP NOP TIMESTAMP. */
-	if (len == 12 && opts[0] == TCPOPT_NOP && opts[1] == TCPOPT_NOP && opts[2] == TCPOPT_TIMESTAMP &&
-	    opts[3] == 10) {
-		pkt->has_ts = 1;
-		pkt->tsval = read_be32(opts, 4);
-		pkt->tsecr = read_be32(opts, 8);
 		return;
 	}
 	pkt->opt_cursor = 0;
@@ -574,8 +611,8 @@ static __always_inline __u32 saturate32(__u64 value)
 }
 
 /* Passive RTT from TCP timestamps and retransmissions from sequence numbers. */
-static __always_inline void track_tcp(struct ab_flow *flow, struct packet *pkt, __u8 dir, __u64 now,
-				      __u64 segs)
+static __always_inline void track_tcp(struct __sk_buff *skb, struct ab_flow *flow, struct packet *pkt,
+				      __u8 dir, __u64 segs)
 {
 	struct ab_tcp_dir *mine = &flow->tcp[dir];
 	struct ab_tcp_dir *theirs = &flow->tcp[dir ^ 1];
@@ -597,12 +634,12 @@ static __always_inline void track_tcp(struct ab_flow *flow, struct packet *pkt, 
 	 * time is that of its first packet, as pping does. */
 	if (mine->ts_valid == 0 || (mine->ts_valid == 2 && (__s32)(pkt->tsval - mine->ts_pending) > 0)) {
 		mine->ts_pending = pkt->tsval;
-		mine->ts_pending_ns = now;
+		mine->ts_pending_ns = clock_precise(skb);
 		mine->ts_valid = 1;
 	}
 	if (theirs->ts_valid == 1 && (pkt->tcp_flags & TCP_ACK)) {
 		if (pkt->tsecr == theirs->ts_pending) {
-			__u32 sample = saturate32(now - theirs->ts_pending_ns);
+			__u32 sample = saturate32(clock_precise(skb) - theirs->ts_pending_ns);
 
 			theirs->rtt_last_ns = sample;
 			if (theirs->rtt_samples == 0 || sample < theirs->rtt_min_ns)
@@ -661,41 +698,73 @@ static __always_inline void mark(struct __sk_buff *skb, struct packet *pkt, __u8
 		set_dscp(skb, pkt, cls->dscp & 0x3f);
 }
 
+static __always_inline struct ab_port *port_of(__u32 ifindex)
+{
+	struct ab_port *port;
+
+	if (ifindex < AB_PORT_INDEX_SIZE) {
+		port = port_index.lookup(&ifindex);
+		return port && port->role ? port : NULL;
+	}
+	return ports.lookup(&ifindex);
+}
+
+/*
+ * LAN egress (the egress hook carries download here) with marking on: the flow
+ * is unknown (its key needs the WAN port the packet came in by), but the DSCP
+ * written at WAN ingress says the class.  Only the IP header's first bytes are
+ * read, in place.
+ */
+static __always_inline void steer_lan_egress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u16 eth_proto;
+	__u8 *ip = skip_l2(data, data_end, &eth_proto);
+	__u32 dscp, *priority;
+
+	if (!ip)
+		return;
+	if (eth_proto == bpf_htons(ETH_P_IP)) {
+		if ((void *)(ip + 2) > data_end) {
+			count_error(AB_ERR_TRUNCATED);
+			return;
+		}
+		dscp = ip[1] >> 2;
+	} else if (eth_proto == bpf_htons(ETH_P_IPV6)) {
+		if ((void *)(ip + 2) > data_end) {
+			count_error(AB_ERR_TRUNCATED);
+			return;
+		}
+		/* version(4) | traffic class(8): the DSCP is the class's top 6 bits. */
+		dscp = ((ip[0] & 0x0f) << 2) | (ip[1] >> 6);
+	} else {
+		count_error(AB_ERR_NOT_IP);
+		return;
+	}
+	priority = dscp_priority.lookup(&dscp);
+	if (priority && *priority)
+		skb->priority = *priority;
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir_if_wan)
 {
 	__u32 ifindex = skb->ifindex;
 	__u32 zero = 0;
-	struct ab_port *port = ports.lookup(&ifindex);
+	struct ab_port *port = port_of(ifindex);
 	struct ab_config *cfg;
 	struct packet *pkt;
 	struct ab_flow_key key = {};
 	struct ab_flow *flow;
 	__u8 *opts;
-	__u8 seen_flags;
+	__u8 seen_flags, flags_before;
 	__u64 now, segs;
 
 	if (!port)
 		return TC_ACT_OK;
-	pkt = scratch_packet.lookup(&zero);
-	if (!pkt)
-		return TC_ACT_OK;
-	/* The option bytes are only read below the copied length: no need to clear them. */
-	__builtin_memset(pkt, 0, offsetof(struct packet, opts));
-	opts = pkt->opts;
 	if (port->role == AB_ROLE_LAN) {
-		/* LAN egress (the egress hook carries download here) with marking on:
-		 * the flow is unknown (its key needs the WAN port the packet came in
-		 * by), but the DSCP written at WAN ingress says the class. */
-		__u32 dscp, *priority;
-
-		if (dir_if_wan != AB_DIR_UP || !(port->flags & AB_PORT_MARK))
-			return TC_ACT_OK;
-		if (parse(skb, pkt) < 0)
-			return TC_ACT_OK;
-		dscp = pkt->tos >> 2;
-		priority = dscp_priority.lookup(&dscp);
-		if (priority && *priority)
-			skb->priority = *priority;
+		if (dir_if_wan == AB_DIR_UP && (port->flags & AB_PORT_MARK))
+			steer_lan_egress(skb);
 		return TC_ACT_OK;
 	}
 	if (port->role != AB_ROLE_WAN || !(port->flags & (AB_PORT_COUNT | AB_PORT_MARK)))
@@ -703,6 +772,12 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir_if_wan)
 	cfg = config.lookup(&zero);
 	if (!cfg)
 		return TC_ACT_OK;
+	pkt = scratch_packet.lookup(&zero);
+	if (!pkt)
+		return TC_ACT_OK;
+	/* The option bytes are only read below the copied length: no need to clear them. */
+	__builtin_memset(pkt, 0, offsetof(struct packet, opts));
+	opts = pkt->opts;
 	if (parse(skb, pkt) < 0)
 		return TC_ACT_OK;
 	if (pkt->proto == IPPROTO_TCP && pkt->opt_len)
@@ -723,7 +798,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir_if_wan)
 		__builtin_memcpy(key.remote_addr, pkt->saddr, 16);
 	}
 
-	now = clock_now(skb);
+	now = clock_coarse(skb);
 	flow = flows.lookup(&key);
 	if (!flow) {
 		struct ab_flow *fresh = fresh_flow.lookup(&zero);
@@ -754,19 +829,26 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir_if_wan)
 	if (segs == 0)
 		segs = 1;
 	seen_flags = flow->tcp_flags[AB_DIR_UP] | flow->tcp_flags[AB_DIR_DOWN];
+	/* Stores only when something changed: a store to a line the other CPU
+	 * holds (the other direction of the flow) costs a cache-line transfer. */
 	if (dir_if_wan == AB_DIR_UP) {
 		__sync_fetch_and_add(&flow->dir[AB_DIR_UP].packets, segs);
 		__sync_fetch_and_add(&flow->dir[AB_DIR_UP].bytes, (__u64)(pkt->frame_len ? pkt->frame_len : skb->len));
-		flow->tcp_flags[AB_DIR_UP] |= pkt->tcp_flags;
+		flags_before = flow->tcp_flags[AB_DIR_UP];
+		if ((flags_before | pkt->tcp_flags) != flags_before)
+			flow->tcp_flags[AB_DIR_UP] = flags_before | pkt->tcp_flags;
 	} else {
 		__sync_fetch_and_add(&flow->dir[AB_DIR_DOWN].packets, segs);
 		__sync_fetch_and_add(&flow->dir[AB_DIR_DOWN].bytes, (__u64)(pkt->frame_len ? pkt->frame_len : skb->len));
-		flow->tcp_flags[AB_DIR_DOWN] |= pkt->tcp_flags;
+		flags_before = flow->tcp_flags[AB_DIR_DOWN];
+		if ((flags_before | pkt->tcp_flags) != flags_before)
+			flow->tcp_flags[AB_DIR_DOWN] = flags_before | pkt->tcp_flags;
 	}
-	flow->last_seen_ns = now;
+	if (flow->last_seen_ns != now)
+		flow->last_seen_ns = now;
 
 	if (pkt->proto == IPPROTO_TCP && pkt->has_ports) {
-		track_tcp(flow, pkt, dir_if_wan, now, segs);
+		track_tcp(skb, flow, pkt, dir_if_wan, segs);
 		for (int m = 0; m < MAX_MPTCP_OPTIONS; m++) {
 			if (m >= pkt->mptcp_count)
 				break;

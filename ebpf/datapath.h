@@ -42,6 +42,14 @@
 /* Gateway ports the program may be attached to (LAN and WAN together). */
 #define AB_PORT_MAP_SIZE 64
 
+/* Ports with an ifindex below this are found in the port_index array (a lookup
+ * the verifier inlines: no hash, no helper call, on every packet of every
+ * port); the rare port with a larger ifindex (ifindexes grow as devices come
+ * and go) is in the ports hash. */
+#ifndef AB_PORT_INDEX_SIZE
+#define AB_PORT_INDEX_SIZE 4096
+#endif
+
 /* Per-flow class overrides written by user space. */
 #define AB_OVERRIDE_MAP_SIZE 16384
 
@@ -170,14 +178,14 @@ struct ab_tcp_dir {
 	__u8  seq_valid;      /* next_seq holds a value */
 	__u8  ts_valid;       /* ts_pending holds a value */
 	__u16 reserved;
-	__u64 ts_pending_ns;
+	__u64 ts_pending_ns;  /* precise CLOCK_MONOTONIC when ts_pending first passed */
 };
 
 /* Counters are monotonic: user space takes deltas and never clears them
  * (a read-then-clear would lose what is counted in between). */
 struct ab_flow {
 	struct ab_dir_counters dir[2]; /* indexed by AB_DIR_* */
-	__u64 first_seen_ns;          /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u64 first_seen_ns;          /* CLOCK_MONOTONIC at tick resolution (coarse clock) */
 	__u64 last_seen_ns;
 	struct ab_tcp_dir tcp[2];     /* indexed by AB_DIR_* */
 	__u8  tcp_flags[2];           /* TCP flags seen, OR-ed, per direction */

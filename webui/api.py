@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import time
 from typing import Any
 
@@ -27,11 +28,16 @@ STATUS_OF_CODE = {messages.E_INVALID: 400, messages.E_NOT_FOUND: 404, messages.E
                   messages.E_UNAVAILABLE: 503, messages.E_TIMEOUT: 503}
 
 # What a class may be set to; the daemon validates again (and knows the link speeds).
-CLASS_FIELDS = {"priority": (int, 0, 7), "min_mbit": (float, 0.0, 100_000.0),
+CLASS_FIELDS = {"priority": (int, 0, 3), "min_mbit": (float, 0.0, 100_000.0),
                 "max_mbit": (float, 0.0, 100_000.0), "dscp": (int, 0, 63)}
 ALERT_RULE_FIELDS = {"metric": str, "op": str, "threshold": float, "for_s": float, "severity": str}
 ALERT_OPS = (">", ">=", "<", "<=")
 SEVERITIES = ("info", "warning", "critical")
+# The daemon's alert metrics (controller/alerts.py METRICS; a test keeps them equal).
+ALERT_METRICS = ("path.rtt_p95_ms", "path.loss_pct", "path.jitter_ms", "path.score", "link.utilisation_pct",
+                 "flows.active", "quota.used_pct", "datapath.events_lost", "datapath.map_fill_pct",
+                 "datapath.errors", "link.down", "predict.anomaly")
+RULE_PROTOS = ("any", "tcp", "udp")
 HISTORY_MAX_POINTS = 20_000
 
 
@@ -106,6 +112,13 @@ def validate_alert_rule(body: dict[str, Any]) -> dict[str, Any]:
             if not value or len(value) > 64:
                 raise InvalidInput(name, "must be a non-empty text of at most 64 characters")
             rule[name] = value
+    summary = str(body.get("summary") or "").strip()
+    if len(summary) > 200:
+        raise InvalidInput("summary", "must be at most 200 characters")
+    if summary:
+        rule["summary"] = summary
+    if rule["metric"] not in ALERT_METRICS:
+        raise InvalidInput("metric", f"must be one of {', '.join(ALERT_METRICS)}, got {rule['metric']!r}")
     if rule["op"] not in ALERT_OPS:
         raise InvalidInput("op", f"must be one of {' '.join(ALERT_OPS)}, got {rule['op']!r}")
     if rule["severity"] not in SEVERITIES:
@@ -141,7 +154,17 @@ def connection(conn_id: str):
 
 @bp.get("/links")
 def links():
-    return jsonify(control().call("links"))
+    """The daemon's links, each with its latest prediction (now, next 1 s and 5 s, the
+    capacity in use and the confidence) from the `predictions` topic when there is one."""
+    reply = control().call("links")
+    latest = published_predictions(current_app.extensions["anabranch.relay"]) or {}
+    predicted = {p.get("name"): p for p in latest.get("links") or [] if isinstance(p, dict)}
+    for link in reply.get("links") or []:
+        forecast = predicted.get(link.get("name"))
+        if forecast is not None:
+            link["prediction"] = {k: forecast.get(k) for k in ("now_mbit", "next_1s_mbit", "next_5s_mbit",
+                                                                "capacity_mbit", "confidence")}
+    return jsonify(reply)
 
 
 @bp.get("/classes")
@@ -151,7 +174,11 @@ def classes():
 
 @bp.get("/alerts")
 def alerts():
-    return jsonify(control().call("alerts.list"))
+    """Active alerts, newest first, then (state=all, the default) the recently resolved ones."""
+    state = request.args.get("state", "all")
+    if state not in ("active", "all"):
+        raise InvalidInput("state", f"must be active or all, got {state!r}")
+    return jsonify(control().call("alerts.list", state=state, limit=1000))
 
 
 @bp.get("/alert-rules")
@@ -252,18 +279,81 @@ def export():
     return response
 
 
-def load_balancing(links_reply: dict[str, Any]) -> dict[str, Any]:
-    """New MPTCP subflows and flows per link in proportion to usable capacity times quality.
+def path_of(link: dict[str, Any]) -> dict[str, float | None]:
+    """A link's path measurements, normalised: RTT p50/p95 and jitter in ms, loss and
+    quality as 0..1.  The daemon puts the controller's path statistics under `quality`
+    (loss_pct and score 0-100), or None before its first tick."""
+    stats = link.get("quality")
+    if not isinstance(stats, dict):
+        return {"rtt_p50_ms": None, "rtt_p95_ms": None, "jitter_ms": None, "loss": None,
+                "quality": None if stats is None else float(stats)}
 
-    Usable capacity is the predicted capacity (or the configured one) minus what
-    the link already carries; a link with quality 0 or no headroom gets no weight.
+    def scaled(key: str) -> float | None:
+        value = stats.get(key)
+        return None if value is None else float(value) / 100
+
+    return {"rtt_p50_ms": stats.get("rtt_p50_ms"), "rtt_p95_ms": stats.get("rtt_p95_ms"),
+            "jitter_ms": stats.get("jitter_ms"), "loss": scaled("loss_pct"), "quality": scaled("score")}
+
+
+def _capacity_mbit(link: dict[str, Any], direction: str) -> float | None:
+    """A link's capacity one way: the predicted one when the daemon has it, else the configured one."""
+    for key in (f"predicted_{direction}_mbit", f"{direction}_mbit"):
+        value = link.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+    return None
+
+
+EXPORT_KINDS = ("total", "class", "link", "host", "connection")
+
+
+@bp.get("/export/history")
+def export_history():
+    """The daemon's history database over a range (`history.export`), as a download."""
+    query = dict(request.args)
+    end = float(_number(query, "end", float, 0, 1e11)) if "end" in query else time.time()
+    start = float(_number(query, "start", float, 0, 1e11)) if "start" in query else end - 3600
+    if start >= end:
+        raise InvalidInput("start", "must be before end")
+    fmt = request.args.get("format", "csv")
+    if fmt not in ("csv", "json"):
+        raise InvalidInput("format", f"must be csv or json, got {fmt!r}")
+    args: dict[str, Any] = {"start": start, "end": end, "format": fmt}
+    kinds = [k for k in request.args.get("kinds", "").split(",") if k]
+    for kind in kinds:
+        if kind not in EXPORT_KINDS:
+            raise InvalidInput("kinds", f"each one of {', '.join(EXPORT_KINDS)}, got {kind!r}")
+    if kinds:
+        args["kinds"] = kinds
+    reply = control().call("history.export", **args)
+    content = reply.get("content", "")
+    response = Response(content if isinstance(content, str) else str(content),
+                        mimetype="text/csv" if fmt == "csv" else "application/json")
+    response.headers["Content-Disposition"] = f'attachment; filename="anabranch-history-{int(start)}-{int(end)}.{fmt}"'
+    return response
+
+
+def load_balancing(links_reply: dict[str, Any]) -> dict[str, Any]:
+    """New MPTCP subflows and flows per WAN link in proportion to headroom times quality.
+
+    Headroom is the smaller of the two directions' capacity (predicted, else
+    configured) minus what the link carries now; a link whose capacity is
+    unknown ("auto" before any estimate) or has no headroom gets no weight.  A
+    link without a quality score yet counts as quality 1.
     """
     rows = []
     for link in links_reply.get("links") or []:
-        capacity = float(link.get("predicted_mbit") or link.get("capacity_mbit") or 0)
-        used = (float(link.get("up_bps") or 0) + float(link.get("down_bps") or 0)) / 2 / 1e6
-        headroom = max(0.0, capacity - used)
-        quality = min(1.0, max(0.0, link_quality(link.get("quality"))))
+        if link.get("role", "wan") != "wan":
+            continue
+        spare = []
+        for direction in ("up", "down"):
+            capacity = _capacity_mbit(link, direction)
+            if capacity is not None:
+                spare.append(capacity - float(link.get(f"{direction}_bps") or 0) / 1e6)
+        headroom = max(0.0, min(spare)) if spare else 0.0
+        quality = path_of(link)["quality"]
+        quality = 1.0 if quality is None else min(1.0, max(0.0, quality))
         rows.append({"link": link.get("name"), "headroom_mbit": round(headroom, 3),
                      "quality": quality, "score": headroom * quality})
     total = sum(row["score"] for row in rows)
@@ -272,22 +362,16 @@ def load_balancing(links_reply: dict[str, Any]) -> dict[str, Any]:
         del row["score"]
     best = max(rows, key=lambda row: row["weight"], default=None)
     return {"links": rows, "prefer": best["link"] if best and best["weight"] > 0 else None,
-            "basis": "predicted capacity minus current load, times path quality"}
-
-
-def link_quality(quality: Any) -> float:
-    """A link's quality as 0..1: a number already, or anabranchd's path record (`score` 0..100)."""
-    if isinstance(quality, dict):
-        quality = quality.get("score")
-        return float(quality) / 100 if isinstance(quality, (int, float)) and math.isfinite(quality) else 0.0
-    if isinstance(quality, (int, float)) and not isinstance(quality, bool) and math.isfinite(quality):
-        return float(quality)
-    return 0.0
+            "basis": "capacity (predicted, else configured) minus current load, times path quality"}
 
 
 @bp.get("/recommendations/load-balancing")
 def recommendations():
-    return jsonify(load_balancing(control().call("links")))
+    advice = load_balancing(control().call("links"))
+    # The daemon's own choice of path per class (controller/paths.py), from the live state.
+    state = current_app.extensions["anabranch.relay"].latest("state") or {}
+    advice["best_path_per_class"] = state.get("recommendation") or {}
+    return jsonify(advice)
 
 
 @bp.get("/openapi.json")
@@ -303,27 +387,86 @@ def set_class(name: str):
     return jsonify(control().call("class.set", name=name, **settings))
 
 
+def _items(body: dict[str, Any], name: str) -> list[Any]:
+    """A list field given as a list (scripts) or as text separated by commas or spaces (forms)."""
+    value = body.get(name)
+    if value in (None, ""):
+        return []
+    if isinstance(value, str):
+        return [item for item in re.split(r"[,\s]+", value.strip()) if item]
+    if isinstance(value, list):
+        return value
+    raise InvalidInput(name, f"must be a list or text separated by commas, got {value!r}")
+
+
+def _port(item: Any) -> int | list[int]:
+    """A port (80) or a range ("6000-6010" or [6000, 6010]), as rules.add wants it."""
+    if isinstance(item, list) and len(item) == 2:
+        low, high = (_one_port(p) for p in item)
+        return [low, high]
+    if isinstance(item, str) and "-" in item:
+        low, high = (_one_port(p) for p in item.split("-", 1))
+        return [low, high]
+    return _one_port(item)
+
+
+def _one_port(item: Any) -> int:
+    try:
+        port = int(str(item).strip())
+    except ValueError:
+        raise InvalidInput("ports", f"must be ports or ranges like 873 or 6000-6010, got {item!r}") from None
+    if not 0 <= port <= 65535:
+        raise InvalidInput("ports", f"a port is 0 to 65535, got {port}")
+    return port
+
+
 def validate_rule(body: dict[str, Any]) -> dict[str, Any]:
-    rule: dict[str, Any] = {}
-    for name, limit in (("match", 200), ("class", 32)):
-        value = str(body.get(name, "")).strip()
-        if not value or len(value) > limit:
-            raise InvalidInput(name, f"must be a non-empty text of at most {limit} characters")
-        rule[name] = value
-    if "position" in body and body["position"] not in (None, ""):
-        rule["position"] = int(_number(body, "position", int, 0, 10_000))
-    return rule
+    """The `rules.add` arguments from a form or a script: {rule: {class, match, comment}, position}.
+
+    `match` may be given whole (the daemon's map) or as fields `proto`, `ports`,
+    `cidrs`, `hosts`; the daemon checks the rest (known class, CIDR syntax)."""
+    name = str(body.get("class", "")).strip()
+    if not name or len(name) > 32:
+        raise InvalidInput("class", "must be a class name of at most 32 characters")
+    if isinstance(body.get("match"), dict):
+        match = body["match"]
+    else:
+        proto = str(body.get("proto") or "any").strip()
+        if proto not in RULE_PROTOS:
+            raise InvalidInput("proto", f"must be one of {', '.join(RULE_PROTOS)}, got {proto!r}")
+        match = {"proto": proto}
+        ports = [_port(p) for p in _items(body, "ports")]
+        cidrs = [str(c) for c in _items(body, "cidrs")]
+        hosts = [str(h) for h in _items(body, "hosts")]
+        for key, values in (("ports", ports), ("cidrs", cidrs), ("hosts", hosts)):
+            if values:
+                match[key] = values
+        if len(match) == 1:
+            raise InvalidInput("ports", "give at least one of ports, networks (CIDR) or host names")
+    rule: dict[str, Any] = {"class": name, "match": match}
+    comment = str(body.get("comment") or "").strip()
+    if comment:
+        rule["comment"] = comment[:200]
+    args: dict[str, Any] = {"rule": rule}
+    if body.get("position") not in (None, ""):
+        args["position"] = int(_number(body, "position", int, 0, 10_000))
+    return args
+
+
+@bp.get("/rules")
+def rules():
+    return jsonify(control().call("rules.list"))
 
 
 @bp.post("/rules")
 def add_rule():
-    """A classification rule (`match` as the daemon's rule syntax, e.g. `tcp port 22`)."""
+    """A classification rule: class plus proto/ports/cidrs/hosts (or the daemon's `match` map)."""
     return jsonify(control().call("rules.add", **validate_rule(_json_body())))
 
 
-@bp.delete("/rules/<int:index>")
-def delete_rule(index: int):
-    return jsonify(control().call("rules.delete", index=index))
+@bp.delete("/rules/<rule_id>")
+def delete_rule(rule_id: str):
+    return jsonify(control().call("rules.delete", id=rule_id))
 
 
 @bp.post("/alerts/<alert_id>/ack")
@@ -334,7 +477,7 @@ def ack_alert(alert_id: str):
 @bp.post("/alert-rules/<name>")
 def set_alert_rule(name: str):
     rule = validate_alert_rule(_json_body())
-    return jsonify(control().call("alert_rules.set", name=name, **rule))
+    return jsonify(control().call("alert_rules.set", rule={"name": name, **rule}))
 
 
 @bp.delete("/alert-rules/<name>")

@@ -19,7 +19,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from anabranch.client import CommandFailed
 
 from . import auth
-from .api import class_rates, published_predictions
+from .api import class_rates, path_of, published_predictions
 from .control import NotAvailable, control
 
 log = logging.getLogger(__name__)
@@ -122,46 +122,48 @@ def build(relay, ctl) -> str:
         out.add("anabranch_class_flows", "gauge", "Live flows per class", entry["flows"], **{"class": name})
 
     classes = ctl.optional("classes")
-    for cls in _items(classes, "classes"):
-        labels = {"class": cls.get("name")}
-        out.add("anabranch_class_sent_bytes_total", "counter", "Bytes sent by the class's HTB qdisc class",
-                cls.get("sent_bytes"), **labels)
-        out.add("anabranch_class_sent_packets_total", "counter", "Packets sent by the class",
-                cls.get("sent_packets"), **labels)
-        out.add("anabranch_class_dropped_packets_total", "counter", "Packets the class dropped",
-                cls.get("dropped"), **labels)
-        out.add("anabranch_class_overlimits_total", "counter", "Times the class hit its limit",
-                cls.get("overlimits"), **labels)
-        out.add("anabranch_class_rate_mbit", "gauge", "HTB rate planned for the class", cls.get("rate_mbit"),
-                **labels)
-        out.add("anabranch_class_ceil_mbit", "gauge", "HTB ceil planned for the class", cls.get("ceil_mbit"),
-                **labels)
+    shaping = (classes or {}).get("shaping") or {}
+    for link in _items(shaping, "links"):
+        for cls in _items(link, "classes"):
+            labels = {"class": cls.get("name"), "interface": link.get("iface"), "direction": link.get("direction")}
+            out.add("anabranch_class_sent_bytes_total", "counter", "Bytes sent by the class's HTB qdisc class",
+                    cls.get("sent_bytes"), **labels)
+            out.add("anabranch_class_sent_packets_total", "counter", "Packets sent by the class",
+                    cls.get("sent_packets"), **labels)
+            out.add("anabranch_class_dropped_packets_total", "counter", "Packets the class dropped",
+                    cls.get("dropped"), **labels)
+            out.add("anabranch_class_overlimits_total", "counter", "Times the class hit its limit",
+                    cls.get("overlimits"), **labels)
+            rate, ceil = _number(cls.get("rate_bps")), _number(cls.get("ceil_bps"))
+            out.add("anabranch_class_rate_mbit", "gauge", "HTB rate of the class in the kernel",
+                    None if rate is None else rate / 1e6, **labels)
+            out.add("anabranch_class_ceil_mbit", "gauge", "HTB ceil of the class in the kernel",
+                    None if ceil is None else ceil / 1e6, **labels)
 
     links = ctl.optional("links")
     for link in _items(links, "links"):
         name = link.get("name")
-        out.add("network_latency_milliseconds", "gauge", "Path RTT per link", link.get("rtt_p50_ms"),
+        path = path_of(link)
+        out.add("network_latency_milliseconds", "gauge", "Path RTT per link", path["rtt_p50_ms"],
                 link=name, quantile="0.5")
-        out.add("network_latency_milliseconds", "gauge", "Path RTT per link", link.get("rtt_p95_ms"),
+        out.add("network_latency_milliseconds", "gauge", "Path RTT per link", path["rtt_p95_ms"],
                 link=name, quantile="0.95")
-        out.add("network_jitter_milliseconds", "gauge", "RTT jitter per link", link.get("jitter_ms"), link=name)
-        out.add("packet_loss_ratio", "gauge", "Loss ratio per link (0..1)", link.get("loss"), link=name)
+        out.add("network_jitter_milliseconds", "gauge", "RTT jitter per link", path["jitter_ms"], link=name)
+        out.add("packet_loss_ratio", "gauge", "Loss ratio per link (0..1)", path["loss"], link=name)
         for direction in ("up", "down"):
             bps = _number(link.get(f"{direction}_bps"))
             out.add("network_bandwidth_mbps", "gauge", "Throughput per link",
                     None if bps is None else bps / 1e6, link=name, direction=direction)
-        out.add("anabranch_link_capacity_mbit", "gauge", "Configured capacity per link",
-                link.get("capacity_mbit"), link=name)
-        out.add("anabranch_link_predicted_capacity_mbit", "gauge", "Predicted capacity per link",
-                link.get("predicted_mbit"), link=name)
-        out.add("anabranch_link_prediction_confidence", "gauge", "Confidence of the capacity prediction (0..1)",
-                link.get("confidence"), link=name)
-        out.add("anabranch_path_quality", "gauge", "Path quality score (0..1)", link.get("quality"), link=name)
+        for direction in ("up", "down"):
+            out.add("anabranch_link_capacity_mbit", "gauge", "Capacity per link (configured or set by the API)",
+                    link.get(f"{direction}_mbit"), link=name, direction=direction)
+        out.add("anabranch_path_quality", "gauge", "Path quality score (0..1)", path["quality"], link=name)
 
     mptcp = ctl.optional("mptcp")
     if mptcp is not None:
         connections = list(_items(mptcp, "connections"))
-        subflows = [s for c in connections for s in c.get("subflows") or [] if isinstance(s, dict)]
+        subflows = [s for c in connections for s in c.get("subflows") or []
+                    if isinstance(s, dict) and not s.get("ended")]
         out.add("mptcp_connections_total", "gauge", "MPTCP connections seen through the gateway",
                 len(connections))
         out.add("mptcp_subflows_active", "gauge", "Active MPTCP subflows", len(subflows))
@@ -169,7 +171,7 @@ def build(relay, ctl) -> str:
         for sub in subflows:
             by_link.setdefault(str(sub.get("iface")), []).append(sub)
         all_bytes = sum(float(s.get("bytes_up") or 0) + float(s.get("bytes_down") or 0) for s in subflows)
-        loss = {link.get("name"): link.get("loss") for link in _items(links, "links")}
+        loss = {link.get("name"): path_of(link)["loss"] for link in _items(links, "links")}
         for link_name, subs in sorted(by_link.items()):
             link_bytes = sum(float(s.get("bytes_up") or 0) + float(s.get("bytes_down") or 0) for s in subs)
             out.add("mptcp_bandwidth_utilization", "gauge", "Share of MPTCP bytes carried per link (0..1)",
@@ -183,7 +185,7 @@ def build(relay, ctl) -> str:
 
     alerts = ctl.optional("alerts.list")
     if alerts is not None:
-        active = list(_items(alerts, "active"))
+        active = [a for a in _items(alerts, "alerts") if a.get("state") == "active"]
         out.declare("anabranch_alerts_active", "gauge", "Active alerts per severity")
         for severity in ("info", "warning", "critical"):
             out.add("anabranch_alerts_active", "gauge", "Active alerts per severity",
@@ -195,6 +197,12 @@ def build(relay, ctl) -> str:
                 item.get("next_1s_mbit"), **{"class": item.get("name"), "horizon": "1s"})
         out.add("anabranch_prediction_demand_mbit", "gauge", "Predicted demand per class",
                 item.get("next_5s_mbit"), **{"class": item.get("name"), "horizon": "5s"})
+    for item in _items(prediction, "links"):
+        out.add("anabranch_link_predicted_capacity_mbit", "gauge", "Predicted capacity per link",
+                item.get("capacity_mbit"), link=item.get("name"))
+        confidence = _number(item.get("confidence"))   # the predictor's is a percentage
+        out.add("anabranch_link_prediction_confidence", "gauge", "Confidence of the link's prediction (0..1)",
+                None if confidence is None else confidence / 100, link=item.get("name"))
     if prediction is not None:
         out.add("anabranch_prediction_error_mbit", "gauge", "Mean absolute error of recent predictions",
                 (prediction.get("error") or {}).get("mae_mbit"))

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.root
 MAPS = {
     "flows": (kstructs.FLOW_KEY, kstructs.FLOW),
     "ports": (None, kstructs.PORT),
+    "port_index": (None, kstructs.PORT),
     "config": (None, kstructs.CONFIG),
     "classes": (None, kstructs.CLASS),
     "port_classes": (None, kstructs.PORT_CLASS),

@@ -194,6 +194,19 @@ def test_passive_rtt_matches_the_timestamp_echo(dp):
     assert tcp_state[0]["rtt_samples"] == 1 and tcp_state[0]["rtt_min_ns"] == 25 * ms
 
 
+def test_passive_rtt_also_from_timestamps_behind_other_options(dp):
+    """An MPTCP DSS before the timestamps: not the NOP NOP TIMESTAMP layout read in
+    place, so the option walk finds them."""
+    ms = 1_000_000
+    dss = mptcp_option(2, b"\x01" + struct.pack("!I", 7))
+    up(dp, v4_tcp(flags=ACK, payload=b"x", options=dss + ts_option(100, 1)), 10 * ms)
+    down(dp, ethernet(ipv4(REMOTE, LAN, 6, tcp(443, 40000, ACK, options=dss + ts_option(900, 100))), 0x0800),
+         35 * ms)
+    _, values = flows(dp)
+    assert values["tcp"][0][0]["rtt_last_ns"] == 25 * ms
+    assert values["mptcp_subtypes"][0] == 1 << 2
+
+
 def test_retransmission_is_payload_below_the_highest_sequence(dp):
     up(dp, v4_tcp(seq=1000, payload=b"a" * 100))
     up(dp, v4_tcp(seq=1100, payload=b"b" * 100))
@@ -246,6 +259,55 @@ def test_lan_egress_sets_priority_from_the_dscp(dp):
     assert result.priority == 0x10015  # background 1:15
     keys, _ = flows(dp)
     assert len(keys) == 0  # LAN ports never count
+
+
+def test_lan_egress_sets_priority_from_the_ipv6_traffic_class_behind_a_vlan_tag(dp):
+    from anabranch.daemon import kstructs
+
+    dp.set_port(1, kstructs.ROLE_LAN, kstructs.PORT_MARK)
+    packet = ipv6(REMOTE6, LAN6, 17, udp(3478, 40000, b"m"), tclass=(34 << 2) | 0x01)
+    result = up(dp, ethernet(packet, 0x86DD, vlans=((0x8100, 10),)))
+    assert result.priority == 0x10012  # video 1:12
+
+
+def test_lan_ingress_and_unmarked_lan_egress_leave_priority_alone(dp):
+    from anabranch.daemon import kstructs
+
+    frame = ethernet(ipv4(REMOTE, LAN, 17, udp(53, 40000, b"q"), tos=8 << 2), 0x0800)
+    dp.set_port(1, kstructs.ROLE_LAN, kstructs.PORT_MARK)
+    assert down(dp, frame).priority == 0
+    dp.set_port(1, kstructs.ROLE_LAN, 0)
+    assert up(dp, frame).priority == 0
+
+
+def test_a_cleared_port_is_passed_without_counting(dp):
+    dp.clear_port(1)
+    frame = v4_tcp(dport=5060)
+    result = up(dp, frame)
+    assert result.frame == frame and result.priority == 0
+    keys, _ = flows(dp)
+    assert len(keys) == 0
+
+
+def test_ports_past_the_index_array_are_found_in_the_hash():
+    """Ifindexes grow as devices come and go: a port beyond AB_PORT_INDEX_SIZE
+    is looked up in the ports hash (here every port is, with an index of one)."""
+    from anabranch.daemon import kstructs, policy
+    from anabranch.daemon.datapath import BuildOptions, Datapath
+
+    datapath = Datapath(BuildOptions(flow_map_size=1024, port_index_size=1, clock_from_skb=True))
+    try:
+        policy.write_policy(datapath, policy.Policy.default())
+        datapath.set_port(1, kstructs.ROLE_WAN, kstructs.PORT_COUNT | kstructs.PORT_MARK)
+        assert up(datapath, v4_tcp(dport=5060)).priority == 0x10011  # voice 1:11
+        keys, _ = flows(datapath)
+        assert len(keys) == 1
+        datapath.clear_port(1)
+        up(datapath, v4_tcp(dport=5061))
+        keys, _ = flows(datapath)
+        assert len(keys) == 1
+    finally:
+        datapath.close()
 
 
 def test_prefix_rule_beats_port_and_override_beats_both(dp):

@@ -175,16 +175,16 @@ def test_path_traversal_in_urls_finds_no_file(stack, path):
     assert "root:" not in answer.text
 
 
+
 def test_load_balancing_reads_quality_from_the_daemons_path_record():
     # Found by the soak's fuzz against the real daemon: its `links` reply carries the
     # path monitor's record as `quality`, which /recommendations/load-balancing failed on.
     from anabranch.webui.api import load_balancing
 
     advice = load_balancing({"links": [
-        {"name": "wan0", "up_mbit": 100, "down_mbit": 100, "predicted_mbit": 100, "up_bps": 0, "down_bps": 0,
-         "quality": {"name": "wan0", "score": 80.0, "rtt_p50_ms": 12.0}},
-        {"name": "wan1", "predicted_mbit": 100, "quality": None},
-        {"name": "wan2", "predicted_mbit": 100, "quality": {"score": None}},
+        {"name": "wan0", "role": "wan", "up_mbit": 100, "down_mbit": 100, "up_bps": 0, "down_bps": 0,
+         "quality": {"name": "wan0", "score": 80.0, "rtt_p50_ms": 12.0, "loss_pct": 0.0}},
+        {"name": "wan1", "role": "wan", "up_mbit": 100, "down_mbit": 100, "quality": {"score": 20.0}},
     ]})
     assert advice["prefer"] == "wan0"
-    assert [row["quality"] for row in advice["links"]] == [0.8, 0.0, 0.0]
+    assert [row["quality"] for row in advice["links"]] == [0.8, 0.2]

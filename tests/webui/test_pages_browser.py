@@ -18,11 +18,11 @@ pytestmark = pytest.mark.browser
 PAGES = {
     "overview": ("/", "#class-mix .bar-list"),
     "flows": ("/flows", "#mptcp tbody tr.conn"),
-    "links": ("/links", "#links tbody meter"),
-    "classes": ("/classes", "#classes tbody tr[data-class]"),
+    "links": ("/links", "#links tbody tr[data-link]"),
+    "classes": ("/classes", "#htb tbody tr[data-htb]"),
     "predictions": ("/predictions", "#demand tbody .badge"),
     "alerts": ("/alerts", "#alert-history tbody tr:not(.empty)"),
-    "usage": ("/usage", "#usage tbody meter"),
+    "usage": ("/usage", "#usage tbody tr:not(.empty)"),
     "history": ("/history", "#history-chart path"),
 }
 VIEWER_PASSWORD = "just looking around"
@@ -32,6 +32,14 @@ VIEWER_PASSWORD = "just looking around"
 def full_webui(config_path, publisher, fake_daemon):
     with harness.webui_server(config_path) as server:
         yield server
+
+
+@pytest.fixture
+def alert_history(fake_daemon):
+    """One alert raised and resolved, one still active."""
+    fake_daemon.raise_alert("old", "wan0 above 95 % for 10 s", severity="warning", subject="wan0")
+    fake_daemon.resolve_alert("old")
+    fake_daemon.raise_alert("now", "datapath errors: 3 truncated", rule="datapath-errors", subject="")
 
 
 @pytest.fixture
@@ -54,7 +62,7 @@ def _shoot(page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
-def test_every_page_fills_in_at_desktop_and_phone_size(full_webui, chromium, console_errors, page):
+def test_every_page_fills_in_at_desktop_and_phone_size(full_webui, alert_history, chromium, console_errors, page):
     browser_login(page, full_webui.base_url, PASSWORD)
     phone = chromium.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2,
                                  is_mobile=True, has_touch=True)
@@ -65,7 +73,7 @@ def test_every_page_fills_in_at_desktop_and_phone_size(full_webui, chromium, con
         for name, (path, ready) in PAGES.items():
             for view, suffix in ((page, ""), (small, "-phone")):
                 view.goto(full_webui.base_url + path)
-                view.locator(ready).first.wait_for()
+                view.locator(ready).first.wait_for(state="attached")
                 if name == "overview":
                     view.locator("#alert-count", has_text=re.compile(r"\d")).wait_for()
                     view.wait_for_timeout(2500)   # a few points on the live chart
@@ -78,39 +86,52 @@ def test_every_page_fills_in_at_desktop_and_phone_size(full_webui, chromium, con
     assert console_errors == []
 
 
-def test_flows_page_lists_flows_with_reasons_and_expands_an_mptcp_connection(full_webui, page):
+def test_flows_page_lists_flows_with_reasons_rtt_and_retransmissions(full_webui, page):
     browser_login(page, full_webui.base_url, PASSWORD)
     page.goto(full_webui.base_url + "/flows")
     row = page.locator("#all-flows tbody tr", has_text="192.168.1.11:51515")
     row.wait_for()
-    assert "port 16390 (RTP)" in row.inner_text()
+    assert "port table: voice" in row.inner_text() and "voice" in row.inner_text()
+    # RTT and retransmissions come per direction, [up, down]: the larger RTT and the sum are shown.
+    video = page.locator("#all-flows tbody tr", has_text="192.168.1.12:51516").inner_text()
+    assert "16.5 ms" in video and "\t2\t" in video
     page.get_by_label("Class").select_option("voice")
     page.wait_for_function("() => [...document.querySelectorAll('#all-flows tbody tr')]"
                            ".every(r => r.textContent.includes('voice'))")
-    toggle = page.get_by_role("button", name=re.compile("token 8f2a41c0"))
+
+
+def test_an_mptcp_connection_expands_into_its_subflows_and_stays_open(full_webui, page):
+    browser_login(page, full_webui.base_url, PASSWORD)
+    page.goto(full_webui.base_url + "/flows")
+    toggle = page.get_by_role("button", name=re.compile("token "))
+    toggle.wait_for()
     assert toggle.get_attribute("aria-expanded") == "false"
+    assert page.locator("#mptcp tbody tr.conn td").nth(2).inner_text() == "2"  # subflows
     toggle.click()
-    subflows = page.locator("#subflows-c1 tr.subflow")
+    subflows = page.locator("#mptcp tr.subflows:not([hidden]) tr.subflow")
     subflows.first.wait_for()
     assert subflows.count() == 2
-    assert "wan0" in subflows.nth(0).inner_text() and "70.0 %" in subflows.nth(0).inner_text()
-    assert "wan1" in subflows.nth(1).inner_text() and "30.0 %" in subflows.nth(1).inner_text()
-    # Still open after the next refresh.
-    page.wait_for_timeout(2500)
-    assert page.locator("#subflows-c1").is_visible()
+    initial, joined = subflows.nth(0).inner_text(), subflows.nth(1).inner_text()
+    assert "10.0.0.7:40001" in initial and "(initial)" in initial and "wan0" in initial and "19.5 ms" in initial
+    assert "10.0.1.7:40002" in joined and "(join)" in joined and "wan1" in joined and "44.0 ms" in joined
+    assert page.get_by_role("img", name=re.compile(r"wan0 \d+\.\d %, wan1 \d+\.\d %")).count() == 1
+    page.wait_for_timeout(2500)  # still open after the next refresh
+    assert page.locator("#mptcp tr.subflows:not([hidden]) tr.subflow").count() == 2
+    assert page.get_by_role("button", name=re.compile("token ")).get_attribute("aria-expanded") == "true"
     _shoot(page, "flows-mptcp-expanded")
 
 
-def test_admin_changes_a_class_maximum_through_the_editor(full_webui, fake_daemon, page):
+def test_admin_changes_a_class_maximum_and_sees_the_htb_ceil_follow(full_webui, fake_daemon, page):
     browser_login(page, full_webui.base_url, PASSWORD)
     page.goto(full_webui.base_url + "/classes")
+    page.locator('#htb tr[data-htb="wan0/video"]', has_text="50.0 Mbit/s").wait_for()
     page.get_by_role("button", name="Edit video").click()
     form = page.get_by_role("form", name="Edit class video")
-    form.get_by_label("Maximum (Mbit/s)").fill("5000")
+    form.get_by_label("Maximum (Mbit/s)").fill("fast")
     form.get_by_role("button", name="Apply").click()
     error = form.get_by_role("alert")
-    error.wait_for()
-    assert "max_mbit" in error.inner_text()
+    error.filter(has_text="max_mbit: must be a number").wait_for()
+    assert form.get_by_label("Maximum (Mbit/s)").get_attribute("aria-invalid") == "true"
     form.get_by_label("Minimum (Mbit/s)").fill("60")
     form.get_by_label("Maximum (Mbit/s)").fill("50")
     form.get_by_role("button", name="Apply").click()
@@ -120,25 +141,37 @@ def test_admin_changes_a_class_maximum_through_the_editor(full_webui, fake_daemo
     form.get_by_label("Maximum (Mbit/s)").fill("42")
     form.get_by_role("button", name="Apply").click()
     page.locator('#classes tr[data-class="video"]', has_text="42.0 Mbit/s").first.wait_for()
+    page.locator('#htb tr[data-htb="wan0/video"]', has_text="42.0 Mbit/s").wait_for()
     sets = fake_daemon.commands("class.set")
-    assert sets[-1]["args"] == {"name": "video", "priority": 3, "min_mbit": 5.0, "max_mbit": 42.0, "dscp": 34}
-    assert len(sets) == 2  # the min > max attempt never reached the daemon
+    assert sets == [{"cmd": "class.set", "args": {"name": "video", "priority": 3, "min_mbit": 5.0,
+                                                  "max_mbit": 42.0, "dscp": 34}}]  # refusals stayed in the UI
 
 
-def test_admin_adds_a_classification_rule_and_sees_the_daemons_refusal_inline(full_webui, fake_daemon, page):
+def test_admin_adds_a_classification_rule_and_sees_refusals_inline(full_webui, fake_daemon, page):
     browser_login(page, full_webui.base_url, PASSWORD)
     page.goto(full_webui.base_url + "/classes")
+    page.locator("#rules tbody tr[data-rule]").first.wait_for()
     form = page.get_by_role("form", name="Add a rule")
-    form.get_by_label("Match").fill("rsync please")
+    form.get_by_label("Ports").fill("rsync")
     form.get_by_role("button", name="Add rule").click()
-    form.get_by_role("alert").filter(has_text="args.match").wait_for()
-    form.get_by_label("Match").fill("tcp port 873")
+    form.get_by_role("alert").filter(has_text="ports: must be ports or ranges").wait_for()
+    assert form.get_by_label("Ports").get_attribute("aria-invalid") == "true"
+    form.get_by_label("Ports").fill("")
+    form.get_by_label("Networks").fill("10.0.0.0/33")
+    form.get_by_role("button", name="Add rule").click()
+    form.get_by_role("alert").filter(has_text="args.rule.match.cidrs[0]").wait_for()  # the daemon's refusal
+    form.get_by_label("Networks").fill("")
+    form.get_by_label("Protocol").select_option("tcp")
+    form.get_by_label("Ports").fill("873, 6000-6010")
     form.get_by_label("Class").select_option("file")
     form.get_by_role("button", name="Add rule").click()
-    page.locator("#rules tbody tr", has_text="tcp port 873").wait_for()
+    page.locator("#rules tbody tr", has_text="tcp port 873, 6000-6010").wait_for()
     assert form.get_by_role("alert").is_hidden()
-    assert fake_daemon.commands("rules.add")[-1]["args"] == {"match": "tcp port 873", "class": "file"}
+    assert fake_daemon.commands("rules.add")[-1]["args"] == {
+        "rule": {"class": "file", "match": {"proto": "tcp", "ports": [873, [6000, 6010]]}}}
     _shoot(page, "classes-rules")
+    page.locator("#rules tbody tr", has_text="tcp port 873").get_by_role("button", name="Delete").click()
+    page.locator("#rules tbody tr", has_text="tcp port 873").wait_for(state="detached")
 
 
 def test_an_alert_is_raised_acknowledged_and_resolved_live(full_webui, fake_daemon, page):
@@ -265,11 +298,11 @@ _UNLABELLED_JS = """() => [...document.querySelectorAll('input:not([type=hidden]
   .map((el) => el.outerHTML.slice(0, 80))"""
 
 
-def test_text_contrast_and_labels_on_every_page(full_webui, page):
+def test_text_contrast_and_labels_on_every_page(full_webui, alert_history, page):
     browser_login(page, full_webui.base_url, PASSWORD)
     for name, (path, ready) in PAGES.items():
         page.goto(full_webui.base_url + path)
-        page.locator(ready).first.wait_for()
+        page.locator(ready).first.wait_for(state="attached")
         if name == "classes":
             page.get_by_role("button", name="Edit video").click()
         assert page.evaluate(_CONTRAST_JS) == [], name
@@ -279,7 +312,7 @@ def test_text_contrast_and_labels_on_every_page(full_webui, page):
 def test_every_page_says_when_the_daemon_is_unreachable(full_webui, publisher, page):
     browser_login(page, full_webui.base_url, PASSWORD)
     page.goto(full_webui.base_url + "/links")
-    page.locator("#links tbody meter").first.wait_for()
+    page.locator("#links tbody tr[data-link]").first.wait_for()
     page.locator("#link-status", has_text="Live").wait_for()
     publisher.pause()
     page.get_by_role("alert").filter(has_text="Daemon unreachable").wait_for()

@@ -10,10 +10,10 @@ Pieces, each usable alone:
 - `StreamPublisher(endpoint, tick_s)`: a stand-in daemon; a real ZeroMQ PUB socket
   that sends `state` and `flows` (schema v1, built with anabranch.client.messages)
   every tick.  `pause()`/`resume()` make the daemon vanish and return.
-- `FakeDaemon(endpoint, full=True)`: a real ROUTER answering the daemon's commands
-  (mptcp, links, classes, class.set, alerts.*, alert_rules.*, predict, usage,
-  history) with canned data and recording each request; `full=False` knows only
-  status and flows, as today's daemon does.
+- `FakeDaemon(endpoint, full=True)`: the daemon's own command table
+  (daemon/commands.py) over a synthetic flow table, policy, alert book and HTB
+  plan, recording each request; `full=False` knows only the commands of an
+  older daemon (status, flows, snapshot).
 - `write_config(directory, events=..., password=...)`: a config file for the web UI
   with its password and key files under `directory`; returns its path.
 - `webui_server(config_path)`: runs the real `anabranch-webui` (gunicorn) on a free
@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import zmq
 
 from anabranch.client import messages
@@ -68,14 +69,15 @@ SESSION_COOKIE = "anabranch_session"
 # ---- a stand-in daemon ------------------------------------------------------
 
 def sample_flow(n: int, seq: int = 0) -> dict[str, Any]:
-    """The n-th flow of a small, varied, deterministic LAN (IPv4 and IPv6)."""
+    """The n-th flow of a small, varied, deterministic LAN (IPv4 and IPv6), as the daemon's
+    FlowRecords build it (a test keeps the fields equal to a real record's)."""
     kinds = [
-        ("tcp", 443, "interactive", "port 443 (default class)"),
-        ("udp", 16390, "voice", "port 16390 (RTP)"),
-        ("tcp", 1935, "video", "port 1935 (RTMP)"),
-        ("tcp", 22, "file", "port 22 (SSH)"),
-        ("udp", 53, "background", "port 53 (DNS)"),
-        ("icmp", 0, "interactive", "default class"),
+        ("tcp", 443, "interactive", "default"),
+        ("udp", 16390, "voice", "port:voice"),
+        ("tcp", 1935, "video", "port:video"),
+        ("tcp", 22, "file", "port:file"),
+        ("udp", 53, "background", "port:background"),
+        ("icmp", 0, "interactive", "default"),
     ]
     proto, dport, cls, reason = kinds[n % len(kinds)]
     family = 6 if n % 4 == 3 else 4
@@ -84,41 +86,51 @@ def sample_flow(n: int, seq: int = 0) -> dict[str, Any]:
     else:
         src, dst = f"fd00:1::{10 + n:x}", f"2001:db8:40::{n:x}"
     wave = 1.0 + 0.5 * math.sin((seq + n) / 3.0)
-    bps_down = int(wave * 40_000_000 / (n + 1))
-    bps_up = int(wave * 4_000_000 / (n + 2))
+    bps_down = float(int(wave * 40_000_000 / (n + 1)))
+    bps_up = float(int(wave * 4_000_000 / (n + 2)))
     if proto == "icmp":
         proto_family = "icmpv6" if family == 6 else "icmp"
         sport = dport = 0
     else:
         proto_family, sport = proto, 51514 + n
+    tcp = proto == "tcp"
     return {
         "id": f"{n:016x}", "iface": "wan0" if n % 3 else "wan1", "proto": proto_family,
         "family": family, "src": src, "sport": sport, "dst": dst, "dport": dport,
         "packets_up": 40 * (seq + 1) + n, "packets_down": 90 * (seq + 1) + n,
-        "bytes_up": bps_up // 8 * (seq + 1), "bytes_down": bps_down // 8 * (seq + 1),
+        "bytes_up": int(bps_up) // 8 * (seq + 1), "bytes_down": int(bps_down) // 8 * (seq + 1),
         "bps_up": bps_up, "bps_down": bps_down,
         "first_seen": 1_700_000_000.0, "last_seen": 1_700_000_000.0 + seq,
-        "class": cls, "reason": reason,
+        "class": cls, "reason": reason, "kernel_class": cls,
+        # Per direction [up, down]; None where the datapath took no sample (not TCP).
+        "rtt_ms": [round(12.0 + n, 3), round(14.5 + n, 3)] if tcp else [None, None],
+        "retransmits": [n % 3, n % 2] if tcp else [0, 0],
+        "mptcp_subtypes": 0,
     }
 
 
 def sample_state(seq: int, ts: float, flows: list[dict[str, Any]], tick_ms: int) -> dict[str, Any]:
+    """A `state` message body as Daemon.state() builds it (a test keeps the keys equal)."""
     up = sum(f["bps_up"] for f in flows)
     down = sum(f["bps_down"] for f in flows)
+
+    def iface(name: str, ifindex: int, role: str, share: float, up_mbit, down_mbit) -> dict[str, Any]:
+        return {"name": name, "ifindex": ifindex, "role": role, "attached": True, "oper_up": True,
+                "up_bps": up * share, "down_bps": down * share, "up_mbit": up_mbit, "down_mbit": down_mbit}
+
     return {
         "daemon": {"version": "0.1.0", "pid": 4242, "uptime_s": 3725 + seq * tick_ms / 1000,
-                   "tick_s": tick_ms / 1000, "tick_ms": 2.5},
-        "interfaces": [
-            {"name": "wan0", "ifindex": 2, "role": "wan", "attached": True,
-             "up_bps": up * 2 // 3, "down_bps": down * 2 // 3},
-            {"name": "wan1", "ifindex": 3, "role": "wan", "attached": True,
-             "up_bps": up // 3, "down_bps": down // 3},
-            {"name": "lan0", "ifindex": 4, "role": "lan", "attached": True,
-             "up_bps": up, "down_bps": down},
-        ],
+                   "tick_s": tick_ms / 1000, "tick_ms": 2.5, "ticks": seq, "controller_ms": 0.8},
+        "interfaces": [iface("wan0", 2, "wan", 2 / 3, 50, 200), iface("wan1", 3, "wan", 1 / 3, 20, 100),
+                       iface("lan0", 4, "lan", 1.0, None, None)],
+        "link_changes": [],
         "totals": {"flows": len(flows), "up_bps": up, "down_bps": down,
-                   "up_pps": up // 9000, "down_pps": down // 11000,
-                   "bytes_up": up // 8 * (seq + 1), "bytes_down": down // 8 * (seq + 1)},
+                   "up_pps": up / 9000, "down_pps": down / 11000,
+                   "bytes_up": int(up) // 8 * (seq + 1), "bytes_down": int(down) // 8 * (seq + 1)},
+        "datapath": {"errors": {}, "flow_map_size": 65536, "events": 10 * seq, "events_lost": 0, "cost": {}},
+        "shaping": None,
+        "recommendation": {"voice": "wan0", "video": "wan0", "interactive": "wan0", "file": "wan1",
+                           "background": "wan1"},
     }
 
 
@@ -187,203 +199,271 @@ class StreamPublisher:
 
 
 def sample_predictions() -> dict[str, Any]:
-    """What the daemon publishes on the `predictions` topic once the predictor runs."""
-    links = sample_links()
-    return {"available": True, "model": "anabranch-lstm-v1 (onnx)", "error": {"mae_mbit": 1.7},
-            "classes": [{"name": c["name"], "now_mbit": 3.0 + i, "next_1s_mbit": 3.2 + i,
-                         "next_5s_mbit": 3.9 + i} for i, c in enumerate(sample_classes())],
-            "links": [{"name": link["name"], "capacity_mbit": link["predicted_mbit"],
-                       "confidence": link["confidence"]} for link in links]}
+    """What the daemon publishes on the `predictions` topic (daemon/forecast.py Forecasts.view)."""
+    def both(i: int) -> dict[str, Any]:
+        one = {"now_mbit": 1.0 + i, "fallback": False, "history_s": 120, "anomaly": False,
+               "h1": {"p10": 0.8 + i, "p50": 1.1 + i, "p90": 1.4 + i, "confidence": 80.0, "error": {"mae": 0.3}},
+               "h5": {"p10": 0.7 + i, "p50": 1.2 + i, "p90": 1.9 + i, "confidence": 70.0, "error": {"mae": 0.5}}}
+        return {"now_mbit": 3.0 + i, "next_1s_mbit": 3.2 + i, "next_5s_mbit": 3.9 + i, "confidence": 80.0,
+                "up": one, "down": one}
+
+    return {"available": True, "method": "onnx", "model": "anabranch-hybrid-v1",
+            "error": {"mae_mbit": 1.7, "nmae": 0.12},
+            "classes": [{"name": name, **both(i)}
+                        for i, name in enumerate(("voice", "video", "interactive", "file", "background"))],
+            "links": [{"name": "wan0", **both(5), "capacity_mbit": 200}, {"name": "wan1", **both(6), "capacity_mbit": 100}]}
 
 
-# ---- a stand-in daemon's control socket --------------------------------------
+# ---- a stand-in daemon's control socket: the real command table ------------
 
-def sample_links() -> list[dict[str, Any]]:
-    return [
-        {"name": "wan0", "capacity_mbit": 200.0, "predicted_mbit": 182.5, "confidence": 0.86,
-         "rtt_p50_ms": 18.2, "rtt_p95_ms": 31.0, "jitter_ms": 2.4, "loss": 0.002, "quality": 0.91,
-         "up_bps": 6_500_000, "down_bps": 48_000_000},
-        {"name": "wan1", "capacity_mbit": 100.0, "predicted_mbit": 83.0, "confidence": 0.72,
-         "rtt_p50_ms": 42.0, "rtt_p95_ms": 88.5, "jitter_ms": 7.9, "loss": 0.013, "quality": 0.64,
-         "up_bps": 2_100_000, "down_bps": 19_000_000},
-    ]
+# Commands an older daemon (before the API issue) offered; `full=False` keeps only these.
+OLD_COMMANDS = ("status", "flows", "snapshot", "commands")
 
 
-def sample_classes() -> list[dict[str, Any]]:
-    rows = [("voice", 3, 0.1, 10, 46), ("video", 3, 5, 50, 34), ("interactive", 2, 1, 100, 0),
-            ("file", 1, 0.5, 30, 10), ("background", 0, 0, 20, 8)]
-    return [{"name": n, "priority": p, "min_mbit": lo, "max_mbit": hi, "dscp": d,
-             "rate_mbit": max(lo, 2.0), "ceil_mbit": hi, "sent_bytes": 10_000_000 * (i + 1),
-             "sent_packets": 9000 * (i + 1), "dropped": 3 * i, "overlimits": 17 * i}
-            for i, (n, p, lo, hi, d) in enumerate(rows)]
-
-
-def sample_mptcp() -> list[dict[str, Any]]:
-    def sub(n, iface, src, share, up, down, rtt):
-        return {"flow_id": f"{0xa0 + n:016x}", "src": src, "sport": 40000 + n, "dst": "198.51.100.7",
-                "dport": 443, "iface": iface, "bytes_up": up, "bytes_down": down, "share": share,
-                "rtt_ms": rtt}
-    return [
-        {"id": "c1", "version": 1, "tokens": ["8f2a41c0", "1b77e2d9"], "state": "established",
-         "subflows": [sub(1, "wan0", "10.0.1.2", 0.7, 700_000, 7_000_000, 19.5),
-                      sub(2, "wan1", "10.0.2.2", 0.3, 300_000, 3_000_000, 44.0)]},
-        {"id": "c2", "version": 1, "tokens": ["33aa0c12", "9e01bb47"], "state": "established",
-         "subflows": [sub(3, "wan0", "10.0.1.2", 1.0, 120_000, 900_000, 18.0)]},
-    ]
+def _daemon_helpers() -> None:
+    """tests/daemon (fake_daemon.py) on sys.path, for callers outside the test folders."""
+    folder = str(REPO / "tests" / "daemon")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
 
 
 class FakeDaemon:
-    """A real ROUTER at `endpoint` answering the daemon's commands with canned data.
+    """The daemon's own command table (daemon/commands.py) at `endpoint`, over a synthetic
+    provider, so every reply has exactly the real daemon's shape.
 
-    `full=False` knows only `status` and `flows` (today's daemon): every other
-    command is answered `unknown_command`.  Requests are recorded in `requests`;
-    `class.set`, `alerts.ack` and `alert_rules.*` change the canned data;
-    `raise_alert()`/`resolve_alert()` drive an alert's lifecycle.
+    The provider is tests/daemon/fake_daemon.FakeDaemon (real ApiServer, Policy,
+    AlertBook, Stream and flow records over a numpy flow table) with a planned
+    shaper whose HTB "kernel" is the desired tree of the policy's classes.  Its
+    own state stream goes to a private socket: the web UI's stream comes from a
+    StreamPublisher.  `full=False` offers only the commands of an older daemon.
+    Every request is recorded in `requests`; `raise_alert()`/`resolve_alert()`
+    drive the real AlertBook from the daemon's thread.
     """
 
-    def __init__(self, endpoint: str, full: bool = True):
+    def __init__(self, endpoint: str, full: bool = True, flows: int = 24, tick_s: float = 0.1):
         self.endpoint = endpoint
         self.full = full
+        self.flows = flows
+        self.tick_s = tick_s
         self.requests: list[dict[str, Any]] = []
-        self.links = sample_links()
-        self.classes = sample_classes()
-        self.rules = [{"match": "udp port 5060-5062, 16384-16396", "class": "voice"},
-                      {"match": "tcp port 1935, udp port 3478", "class": "video"},
-                      {"match": "host *.backup.example", "class": "file"}]
-        self.connections = sample_mptcp()
-        self.active: list[dict[str, Any]] = []
-        self.history: list[dict[str, Any]] = [
-            {"id": "a0", "rule": "wan1-rtt", "severity": "warning", "message": "wan1 RTT p95 above 80 ms",
-             "raised_at": time.time() - 7200, "resolved_at": time.time() - 6900, "acked": True}]
-        self.alert_rules = [{"name": "wan1-rtt", "metric": "link.wan1.rtt_p95_ms", "op": ">",
-                             "threshold": 80.0, "for_s": 30.0, "severity": "warning"}]
+        self.provider = None
         self._lock = threading.Lock()
+        self._pending: list[Any] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._directory: Path | None = None
 
     def __enter__(self) -> FakeDaemon:
-        sock = zmq.Context.instance().socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.bind(self.endpoint)
-        self._socket = sock
+        import tempfile
+
+        _daemon_helpers()
+        from fake_daemon import FakeDaemon as Provider
+
+        self._directory = Path(tempfile.mkdtemp(prefix="ab-fd-", dir="/tmp"))
+        self.provider = Provider(f"ipc://{self._directory}/events.sock", self.endpoint,
+                                 str(self._directory / "state"), flows=self.flows)
+        _classify(self.provider)
+        self._scenery = Scenery(self.provider)
+        self.provider.shaper = PlannedShaper(self.provider)
+        server = self.provider.server
+        if not self.full:
+            for name in [n for n in server.commands if n not in OLD_COMMANDS]:
+                del server.commands[name]
+        answer = server.handle
+
+        def recording(payload: bytes) -> bytes:
+            try:
+                request = messages.unpack(payload)
+                with self._lock:
+                    self.requests.append({"cmd": request.get("cmd"), "args": request.get("args") or {}})
+            except messages.ProtocolError:
+                pass
+            return answer(payload)
+
+        server.handle = recording
+        self.provider.tick()
         self._thread = threading.Thread(target=self._run, name="fake-daemon", daemon=True)
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        import shutil
+
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
-        self._socket.close(0)
+        self.provider.close()
+        shutil.rmtree(self._directory, ignore_errors=True)
 
-    def raise_alert(self, alert_id: str = "a1", message: str = "wan1 loss above 1 %") -> None:
+    def _run(self) -> None:
+        # ZeroMQ sockets belong to one thread: ticks, requests and test actions all run here.
+        while not self._stop.is_set():
+            with self._lock:
+                pending, self._pending = self._pending, []
+            for action in pending:
+                action()
+            self._scenery.move()
+            self.provider.tick()
+            self.provider.server.serve(self.tick_s)
+
+    def _in_daemon(self, action) -> None:
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                action()
+            finally:
+                done.set()
+
         with self._lock:
-            self.active.append({"id": alert_id, "rule": "wan1-loss", "severity": "critical",
-                                "message": message, "raised_at": time.time(), "resolved_at": None,
-                                "acked": False})
+            self._pending.append(run)
+        if not done.wait(5):
+            raise TimeoutError("the fake daemon's thread did not run the action")
+
+    def raise_alert(self, alert_id: str = "a1", message: str = "wan1 loss above 1 %",
+                    rule: str = "link-saturated", severity: str = "critical", subject: str = "wan1") -> None:
+        self._in_daemon(lambda: self.provider.alerts.raise_alert(alert_id, rule, severity, message, time.time(),
+                                                                 subject=subject))
 
     def resolve_alert(self, alert_id: str = "a1") -> None:
-        with self._lock:
-            for alert in [a for a in self.active if a["id"] == alert_id]:
-                self.active.remove(alert)
-                self.history.insert(0, {**alert, "resolved_at": time.time()})
+        self._in_daemon(lambda: self.provider.alerts.resolve(alert_id, time.time()))
 
     def commands(self, name: str) -> list[dict[str, Any]]:
         with self._lock:
             return [r for r in self.requests if r["cmd"] == name]
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if not self._socket.poll(50):
-                continue
-            frames = self._socket.recv_multipart()
-            try:
-                req = messages.unpack(frames[-1])
-            except messages.ProtocolError as exc:
-                self._socket.send_multipart([*frames[:-1], messages.reply_error(None, exc.code, exc.message)])
-                continue
-            with self._lock:
-                self.requests.append({"cmd": req.get("cmd"), "args": req.get("args") or {}})
-                try:
-                    body = self._answer(req.get("cmd"), req.get("args") or {})
-                    reply = messages.reply_ok(req.get("id"), body)
-                except _Refused as exc:
-                    reply = messages.reply_error(req.get("id"), exc.code, exc.message)
-            self._socket.send_multipart([*frames[:-1], reply])
 
-    def _answer(self, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
-        now = time.time()
-        if cmd == "status":
-            flows = [sample_flow(n) for n in range(3)]
-            return sample_state(1, now, flows, 100)
-        if cmd == "flows":
-            flows = [sample_flow(n) for n in range(14)]
-            return {"count": len(flows), "flows": flows[: args.get("limit", 100)]}
-        if not self.full:
-            raise _Refused(messages.E_UNKNOWN_COMMAND, f"unknown command {cmd!r}")
-        if cmd == "mptcp":
-            return {"connections": self.connections}
-        if cmd == "links":
-            return {"links": self.links}
-        if cmd == "classes":
-            return {"classes": self.classes, "rules": self.rules}
-        if cmd == "class.set":
-            target = next((c for c in self.classes if c["name"] == args.get("name")), None)
-            if target is None:
-                raise _Refused(messages.E_NOT_FOUND, f"args.name: no class {args.get('name')!r}")
-            if args.get("max_mbit", 0) > 1000:
-                raise _Refused(messages.E_INVALID, "args.max_mbit: above every link's capacity (1000 Mbit/s)")
-            target.update({k: v for k, v in args.items() if k != "name"})
-            target["ceil_mbit"] = target["max_mbit"]
-            return {"class": target}
-        if cmd == "rules.add":
-            if " port " not in f" {args['match']} " and not args["match"].startswith("host "):
-                raise _Refused(messages.E_INVALID, f"args.match: cannot parse {args['match']!r}; "
-                                                   "write e.g. `tcp port 22` or `host *.example`")
-            rule = {"match": args["match"], "class": args["class"]}
-            self.rules.insert(args.get("position", len(self.rules)), rule)
-            return {"rule": rule}
-        if cmd == "rules.delete":
-            if not 0 <= args.get("index", -1) < len(self.rules):
-                raise _Refused(messages.E_NOT_FOUND, f"args.index: no rule {args.get('index')}")
-            return {"rule": self.rules.pop(args["index"])}
-        if cmd == "alerts.list":
-            return {"active": self.active, "history": self.history}
-        if cmd == "alerts.ack":
-            for alert in self.active:
-                if alert["id"] == args.get("id"):
-                    alert["acked"] = True
-                    return {"alert": alert}
-            raise _Refused(messages.E_NOT_FOUND, f"args.id: no active alert {args.get('id')!r}")
-        if cmd == "alert_rules.list":
-            return {"rules": self.alert_rules}
-        if cmd == "alert_rules.set":
-            rule = dict(args)
-            self.alert_rules = [r for r in self.alert_rules if r["name"] != rule["name"]] + [rule]
-            return {"rule": rule}
-        if cmd == "alert_rules.delete":
-            self.alert_rules = [r for r in self.alert_rules if r["name"] != args.get("name")]
-            return {}
-        if cmd == "usage":
-            return {"hosts": [
-                {"host": "192.168.1.10", "day_bytes_up": 310_000_000, "day_bytes_down": 4_200_000_000,
-                 "month_bytes_up": 9_100_000_000, "month_bytes_down": 88_000_000_000,
-                 "quota_bytes": 150_000_000_000},
-                {"host": "192.168.1.11", "day_bytes_up": 12_000_000, "day_bytes_down": 640_000_000,
-                 "month_bytes_up": 700_000_000, "month_bytes_down": 19_500_000_000, "quota_bytes": None}]}
-        if cmd == "history":
-            start, end, step = float(args["start"]), float(args["end"]), float(args["step"])
-            count = int((end - start) // step)
-            points = [[start + i * step, 30e6 + 12e6 * math.sin(i / 9.0)] for i in range(count)]
-            return {"series": args["series"], "points": points}
-        raise _Refused(messages.E_UNKNOWN_COMMAND, f"unknown command {cmd!r}")
+def _classify(provider) -> None:
+    """Give the synthetic flows the classes and reasons the datapath would (ports of the defaults)."""
+    from anabranch.controller.allocate import DEFAULT_CLASSES
+
+    ids = {c.name: c.class_id for c in DEFAULT_CLASSES}
+    provider.class_names = {c.class_id: c.name for c in DEFAULT_CLASSES}
+    by_port = {5060: "voice", 22: "file", 53: "background"}
+    ports = provider.keys["remote_port"].tolist()
+    names = [by_port.get(port, "interactive") for port in ports]
+    provider.values["class_id"] = [ids[name] for name in names]
+    provider.values["class_reason"] = [2 if port in by_port else 1 for port in ports]  # port / default
 
 
-class _Refused(Exception):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class Scenery:
+    """What the synthetic provider lacks to exercise the whole controller: a second WAN
+    (wan1), RTT and retransmission samples on TCP flows (path statistics), and one
+    MPTCP connection (MP_CAPABLE then MP_JOIN events) whose subflows leave by wan0 and
+    wan1, sent 70 and 30 kB a tick (plus the provider's random traffic on every flow)."""
+
+    WAN1 = 4
+    LAN_ADDRESS, JOIN_ADDRESS, REMOTE = "10.0.0.7", "10.0.1.7", "198.51.100.7"
+    KEYS = (0x1D2C3B4A59687706, 0x0A1B2C3D4E5F6071)   # client's and server's MPTCP keys
+
+    def __init__(self, provider):
+        from anabranch.controller.events import FlowKey, MpCapable, MpJoin
+        from anabranch.controller.flows import flow_ids
+        from anabranch.controller.mptcp import key_token
+        from anabranch.controller.paths import LinkSpec
+        from anabranch.daemon import config as config_mod
+        from anabranch.daemon import kstructs
+
+        self.provider = provider
+        provider.config = config_mod.loads(SCENERY_CONFIG.format(state_dir=provider.config.daemon.state_dir))
+        provider.iface_names[self.WAN1] = "wan1"
+        provider.hooks.attached.add("wan1")
+        provider.oper_up["wan1"] = True
+        provider.control.set_links([LinkSpec("wan0", 2, 50, 200), LinkSpec("wan1", self.WAN1, 20, 100)])
+
+        tcp = provider.keys["proto"] == 6
+        rtt = provider.values["tcp"]["rtt_srtt_ns"]
+        rtt[tcp, 0] = np.where(provider.keys["ifindex"][tcp] == 2, 18_000_000, 42_000_000)
+        provider.values["tcp"]["rtt_samples"][tcp, 0] = 5
+        provider.values["tcp"]["retransmits"][tcp, 0] = np.arange(int(tcp.sum())) % 3
+
+        keys = np.zeros(2, dtype=kstructs.FLOW_KEY)
+        for i, (ifindex, lan, port) in enumerate(((2, self.LAN_ADDRESS, 40001), (self.WAN1, self.JOIN_ADDRESS, 40002))):
+            keys[i]["ifindex"], keys[i]["family"], keys[i]["proto"] = ifindex, 4, 6
+            keys[i]["lan_port"], keys[i]["remote_port"] = port, 443
+            keys[i]["lan_addr"][:4] = [int(b) for b in lan.split(".")]
+            keys[i]["remote_addr"][:4] = [int(b) for b in self.REMOTE.split(".")]
+        values = np.zeros(2, dtype=provider.values.dtype)
+        values["first_seen_ns"] = values["last_seen_ns"] = provider.now_ns
+        values["tcp"]["rtt_srtt_ns"][:, 0] = (19_500_000, 44_000_000)
+        values["tcp"]["rtt_samples"][:, 0] = 5
+        self.rows = np.arange(len(provider.keys), len(provider.keys) + 2)
+        provider.keys = np.concatenate([provider.keys, keys])
+        provider.values = np.concatenate([provider.values, values])
+
+        initial, joined = (int(i) for i in flow_ids(keys))
+        flow_key = [FlowKey(int(k["ifindex"]), 4, 6, lan, int(k["lan_port"]), self.REMOTE, 443)
+                    for k, lan in zip(keys, (self.LAN_ADDRESS, self.JOIN_ADDRESS))]
+        client, server = self.KEYS
+        self._events = [MpCapable(provider.now_ns, initial, flow_key[0], 0, 1, client, server),
+                        MpJoin(provider.now_ns, joined, flow_key[1], 0, key_token(server, 1), 1)]
+        real_tick = provider.control.tick
+
+        def tick(table, events, now, *rest, **options):
+            events, self._events = list(events) + self._events, []
+            return real_tick(table, events, now, *rest, **options)
+
+        provider.control.tick = tick
+
+    def move(self) -> None:
+        """One tick's bytes on the two subflows (the provider's tick moves the others)."""
+        values = self.provider.values
+        values["dir"]["bytes"][self.rows, 0] += np.array([70_000, 30_000], dtype=np.uint64)
+        values["dir"]["bytes"][self.rows, 1] += np.array([7_000, 3_000], dtype=np.uint64)
+        values["dir"]["packets"][self.rows] += np.uint64(10)
+        values["last_seen_ns"][self.rows] = self.provider.now_ns + 1_000_000_000
+
+
+SCENERY_CONFIG = """
+[daemon]
+publish_flows = 2000
+state_dir = "{state_dir}"
+[interfaces.wan0]
+role = "wan"
+up_mbit = 50
+down_mbit = 200
+[interfaces.wan1]
+role = "wan"
+up_mbit = 20
+down_mbit = 100
+[interfaces.lan0]
+role = "lan"
+"""
+
+
+class PlannedShaper:
+    """The daemon's Shaper.snapshot() over plans from the policy's classes, without a kernel:
+    the "kernel" holds exactly the desired tree, with counters that grow each tick."""
+
+    def __init__(self, provider):
+        from anabranch.daemon.shaper import shaped_links
+
+        self.provider = provider
+        self._shaper_links = shaped_links(provider.config)
+        self._ticks = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        from anabranch.controller.allocate import DEFAULT_CLASSES, TrafficClass, allocate
+        from anabranch.controller.shaping import desired_tree
+        from anabranch.daemon.shaper import KernelTree, Shaper
+
+        self._ticks += 1
+        ids = {c.name: c.class_id for c in DEFAULT_CLASSES}
+        classes = tuple(TrafficClass(name, ids[name], c["priority"], c["min_mbit"], c["max_mbit"], c["dscp"])
+                        for name, c in self.provider.policy.classes.items() if name in ids)
+        shaper = Shaper.__new__(Shaper)  # the real snapshot code, no netlink socket
+        shaper.links, shaper.classes, shaper.hysteresis = self._shaper_links, classes, 0.1
+        shaper.leaf_kind, shaper.errors, shaper.plans, shaper.kernel = "pfifo", {}, {}, {}
+        shaper.class_bps, shaper.class_offered_bps = {}, {}
+        for link in self._shaper_links:
+            plan = allocate(link.link_mbit, {}, classes)
+            tree = desired_tree(plan, "pfifo")
+            shaper.plans[link.iface] = plan
+            shaper.kernel[link.iface] = KernelTree(tree, None, {
+                node.classid: {"sent_bytes": 150_000 * self._ticks * (i + 1), "sent_packets": 100 * self._ticks,
+                               "dropped": i, "overlimits": 3 * i}
+                for i, node in enumerate(tree.classes)})
+        return shaper.snapshot()
 
 
 # ---- configuration ----------------------------------------------------------

@@ -65,6 +65,19 @@ window.AB = (function () {
   const classColor = (name) => CLASS_COLORS[name] || "#6b4fbb";
   const CLASS_PRIORITY = { voice: 3, video: 3, interactive: 2, file: 1, background: 0 };
 
+  // A link's path measurements, normalised (as webui/api.py path_of): the daemon puts the
+  // controller's path statistics under `quality` (loss_pct, score 0-100), or null.
+  function path(link) {
+    const stats = link && link.quality;
+    if (!stats || typeof stats !== "object") {
+      return { rtt_p50_ms: null, rtt_p95_ms: null, jitter_ms: null, loss: null,
+        quality: stats === null || stats === undefined ? null : Number(stats) };
+    }
+    const scaled = (v) => (v === null || v === undefined ? null : Number(v) / 100);
+    return { rtt_p50_ms: stats.rtt_p50_ms ?? null, rtt_p95_ms: stats.rtt_p95_ms ?? null,
+      jitter_ms: stats.jitter_ms ?? null, loss: scaled(stats.loss_pct), quality: scaled(stats.score) };
+  }
+
   // ---- DOM helpers ----------------------------------------------------------
 
   function el(tag, attrs, text) {
@@ -326,7 +339,7 @@ window.AB = (function () {
   }
 
   return {
-    $, rate, bytes, count, mbit, ms, pct, duration, clock, when, endpoint, classColor, CLASS_PRIORITY,
+    $, rate, bytes, count, mbit, ms, pct, duration, clock, when, endpoint, classColor, CLASS_PRIORITY, path,
     el, cell, badge, emptyRow, replaceBody, isAdmin, api, load, setAvailability, connect, lineChart, bars,
   };
 })();

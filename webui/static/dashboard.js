@@ -41,10 +41,13 @@
       cell(row, iface.attached ? "attached" : "not attached", iface.attached ? "ok" : "warn");
       cell(row, rate(iface.up_bps), "num up");
       cell(row, rate(iface.down_bps), "num down");
-      const link = links[iface.name];
-      const capacity = link && link.capacity_mbit ? link.capacity_mbit * 1e6 : null;
-      cell(row, capacity ? AB.pct(Math.max(iface.up_bps || 0, iface.down_bps || 0) / capacity) : "—", "num");
-      cell(row, link && link.quality !== undefined ? Number(link.quality).toFixed(2) : "—", "num");
+      // Utilisation: the busier direction against its capacity (none while "auto" has no estimate).
+      const link = links[iface.name] || iface;
+      const shares = ["up", "down"].filter((d) => link[d + "_mbit"])
+        .map((d) => (iface[d + "_bps"] || 0) / (link[d + "_mbit"] * 1e6));
+      cell(row, shares.length ? AB.pct(Math.max(...shares)) : "—", "num");
+      const quality = AB.path(links[iface.name]).quality;
+      cell(row, quality === null ? "—" : quality.toFixed(2), "num");
       return row;
     });
     AB.replaceBody($("ifaces"), rows, 7, "The daemon reports no interfaces.");
@@ -74,7 +77,7 @@
       $("mptcp-count").textContent = count(conns.length);
       $("mptcp-note").textContent = count(subflows) + " subflows";
     });
-    AB.api("/api/v1/alerts").then((reply) => {
+    AB.api("/api/v1/alerts?state=active").then((reply) => {
       const card = $("alert-count").closest(".card");
       if (!reply.ok) {
         $("alert-count").textContent = "n/a";
@@ -82,7 +85,7 @@
         card.dataset.level = "";
         return;
       }
-      const active = reply.body.active || [];
+      const active = (reply.body.alerts || []).filter((a) => a.state === "active");
       $("alert-count").textContent = count(active.length);
       const critical = active.filter((a) => a.severity === "critical").length;
       $("alert-note").textContent = active.length ? critical + " critical · " + active[0].message : "all clear";

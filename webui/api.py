@@ -36,7 +36,7 @@ SEVERITIES = ("info", "warning", "critical")
 # The daemon's alert metrics (controller/alerts.py METRICS; a test keeps them equal).
 ALERT_METRICS = ("path.rtt_p95_ms", "path.loss_pct", "path.jitter_ms", "path.score", "link.utilisation_pct",
                  "flows.active", "quota.used_pct", "datapath.events_lost", "datapath.map_fill_pct",
-                 "datapath.errors", "link.down", "predict.anomaly")
+                 "datapath.errors", "link.down", "predict.anomaly", "history.write_errors")
 RULE_PROTOS = ("any", "tcp", "udp")
 HISTORY_MAX_POINTS = 20_000
 

@@ -51,7 +51,7 @@ _ROUTES: list[tuple[str, str, str, str | None, list[str], dict[str, Any] | None]
          "metric": {"enum": ["path.rtt_p95_ms", "path.loss_pct", "path.jitter_ms", "path.score",
                              "link.utilisation_pct", "flows.active", "quota.used_pct", "datapath.events_lost",
                              "datapath.map_fill_pct", "datapath.errors", "link.down",
-                             "predict.anomaly"]},
+                             "predict.anomaly", "history.write_errors"]},
          "summary": {"type": "string", "maxLength": 200, "description": "the alert's message"},
          "op": {"enum": [">", ">=", "<", "<="]},
          "threshold": {"type": "number"}, "for_s": {"type": "number", "minimum": 0},

@@ -39,10 +39,10 @@ class TrainConfig:
     members: int = 1
     # How the median is formed: "gate" (last sample vs a learned level) or
     # "anchors" (a learned mix of the last sample, recent means and a learned level).
-    head: str = "gate"
+    head: str = "anchors"
     # Share of training series given another contrast around their level, and
     # the widest exponent (see _contrast); 0 = off.
-    contrast_windows: float = 0.0
+    contrast_windows: float = 0.5
     contrast_spread: float = 1.3
     window: int = WINDOW
     steps: int = 8000

@@ -45,7 +45,7 @@ class TrainConfig:
     contrast_windows: float = 0.5
     contrast_spread: float = 1.3
     window: int = WINDOW
-    steps: int = 8000
+    steps: int = 12000
     batch_per_source: int = 256
     # A source with fewer training points than this gets a smaller share of
     # each batch, (points / this) ** 0.5: a few dozen short traces would

@@ -248,16 +248,18 @@ def fit(kind: str, points: dict[str, SourcePoints], selection: Selection, config
     history = []
     started = time.time()
     for step in range(1, config.steps + 1):
-        windows, targets, weights = [], [], []
+        windows, futures, weights = [], [], []
         for source in sources:
             p = points[source]
             index = rng.integers(0, len(p), batch[source])
             windows.append(p.windows(index, config.window))
-            targets.append(p.futures(index))
+            futures.append(p.futures(index))
             weights.append(np.full(index.size, 1.0 / p.scale))
-        windows, futures = _contrast(np.concatenate(windows), np.concatenate(targets),
-                                     config.contrast_windows, config.contrast_spread, rng)
-        targets = [np.stack([futures[:, :h].mean(axis=1) for h in HORIZONS], axis=1)]
+        # The targets come from the (possibly warped) future samples, so a
+        # warped window is scored against its own warped future.
+        windows, future = _contrast(np.concatenate(windows), np.concatenate(futures),
+                                    config.contrast_windows, config.contrast_spread, rng)
+        targets = np.stack([future[:, :h].mean(axis=1) for h in HORIZONS], axis=1)
         windows = _augment(windows, config, rng)
         rates, valid = fill_missed(windows)
         net.train()
@@ -265,7 +267,7 @@ def fit(kind: str, points: dict[str, SourcePoints], selection: Selection, config
         # Every member is scored on its own (an ensemble of independent forecasters,
         # not one wide network), so the loss keeps a [members, ...] axis.
         predicted = net.forward_members(rates_t, valid_t)
-        actual = torch.from_numpy(np.concatenate(targets).astype(np.float32))
+        actual = torch.from_numpy(targets.astype(np.float32))
         weight = torch.from_numpy(np.concatenate(weights).astype(np.float32))[:, None, None]
         if config.level_weight != 1.0:
             # weight = 1 / scale scores Mbit/s errors as the source's nMAE; a
@@ -424,8 +426,9 @@ def train(root: Path, out_dir: Path, config: TrainConfig, log=print) -> dict:
                        "losing_sources": s["best"]["losing_sources"], "session_64_ms": round(s["session_64_ms"], 3)}
                       for r, k, _, s in candidates],
         "selection_rule": f"lowest worse-horizon ratio of macro nMAE to the best baseline on a validation "
-                          f"subsample, plus 1 per source and horizon the best baseline still wins, among architectures whose onnxruntime call for 64 series takes at most "
-                          f"{LATENCY_BUDGET_MS} ms (one thread; the tick budget is 2 ms with gap filling)",
+                          f"subsample, plus 1 per source and horizon the best baseline still wins, among "
+                          f"architectures whose onnxruntime call for 64 series takes at most {LATENCY_BUDGET_MS} ms "
+                          "(one thread; the tick budget is 2 ms with gap filling)",
         "baselines": params,
         "notes": config.notes,
     }

@@ -10,8 +10,9 @@ from anabranch.controller.predict.train import _contrast
 NAN = np.nan
 
 
+@pytest.mark.train
 def test_window_statistics_match_a_hand_computation():
-    torch = pytest.importorskip("torch")
+    import torch
     from anabranch.controller.predict.network import SCALES, features, scale_statistics, span_masks
 
     window = 12
@@ -37,8 +38,9 @@ def test_window_statistics_match_a_hand_computation():
     assert anchors.shape == (1, spans)
 
 
+@pytest.mark.train
 def test_every_kind_and_head_gives_ordered_non_negative_quantiles():
-    torch = pytest.importorskip("torch")
+    import torch
     from anabranch.controller.predict.network import RateNetwork
 
     torch.manual_seed(0)
@@ -55,8 +57,9 @@ def test_every_kind_and_head_gives_ordered_non_negative_quantiles():
         assert net.forward_members(rates, valid).shape == (members, 16, 2, 3)
 
 
+@pytest.mark.train
 def test_the_anchors_head_needs_the_window_statistics():
-    pytest.importorskip("torch")
+    import torch  # noqa: F401
     from anabranch.controller.predict.network import RateNetwork
 
     with pytest.raises(ValueError, match="anchors head"):

@@ -4,7 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 LAB   := $(PY) tests/lab/lab.py
 
-.PHONY: setup test test-fast test-deb deb bench soak demo lab-up lab-down clean-kernel-state clean
+.PHONY: setup test test-fast test-deb deb bench soak demo lab-up lab-down clean-kernel-state clean test-train
 
 setup:
 	bash tests/setup.sh
@@ -12,7 +12,7 @@ setup:
 # Every test tier; under CI=true a skipped root/BPF/browser test fails the run.
 # This includes building, installing and purging the .deb (tests/packaging).
 test: setup
-	$(PY) -m pytest -p no:cacheprovider tests
+	$(PY) -m pytest -p no:cacheprovider -m "not train" tests
 
 # Build the .deb into build/deb/ (from a copy of the working tree).
 deb:
@@ -24,7 +24,13 @@ test-deb: setup
 
 # Unit tests only (no root, no lab, no browser).
 test-fast: setup
-	$(PY) -m pytest -p no:cacheprovider -m "not root and not lab and not browser" tests
+	$(PY) -m pytest -p no:cacheprovider -m "not root and not lab and not browser and not train" tests
+
+# The training code's own tests need torch (the `train` extra, CPU only, large):
+# never a runtime or `make test` dependency.
+test-train: setup
+	$(PY) -m pip install -q -e ".[train]"
+	$(PY) -m pytest -p no:cacheprovider -m train tests
 
 # Benchmarks write build/bench/*.json and print a table.
 bench: setup

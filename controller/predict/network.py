@@ -41,41 +41,152 @@ def features(rates: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, to
     return torch.stack([ratio, log_ratio, valid, changed], dim=-1), level
 
 
-class QuantileHead(nn.Module):
-    """Ordered, non-negative quantiles per horizon from a feature vector.
+def quantiles_from_raw(raw: torch.Tensor, last_ratio: torch.Tensor) -> torch.Tensor:
+    """[..., n, horizons * 4] head outputs -> ordered, non-negative quantiles [..., n, horizons, 3].
 
     The median is a gated blend of the last sample and a learned level: within a
     run of held samples the next value is the last one exactly, and a saturated
     gate can say so, where an additive correction would always leave some noise.
     The band is built outward from the median.
     """
+    raw = raw.reshape(raw.shape[:-1] + (len(HORIZONS), 4))
+    gate = torch.sigmoid(raw[..., 3])
+    learned = F.softplus(raw[..., 1] + 1.0)
+    p50 = gate * last_ratio[:, None] + (1 - gate) * learned
+    p10 = F.relu(p50 - F.softplus(raw[..., 0]))
+    p90 = p50 + F.softplus(raw[..., 2])
+    return torch.stack([p10, p50, p90], dim=-1)
 
-    def __init__(self, width: int):
-        super().__init__()
-        self.out = nn.Linear(width, len(HORIZONS) * 4)
 
-    def forward(self, summary: torch.Tensor, last_ratio: torch.Tensor) -> torch.Tensor:
-        raw = self.out(summary).view(-1, len(HORIZONS), 4)
-        gate = torch.sigmoid(raw[..., 3])
-        learned = F.softplus(raw[..., 1] + 1.0)
-        p50 = gate * last_ratio[:, None] + (1 - gate) * learned
-        p10 = F.relu(p50 - F.softplus(raw[..., 0]))
-        p90 = p50 + F.softplus(raw[..., 2])
-        return torch.stack([p10, p50, p90], dim=-1)
+def anchored_quantiles(raw: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """[..., n, horizons * (anchors + 4)] head outputs -> quantiles [..., n, horizons, 3].
+
+    The median is a learned convex mix of anchors (the last sample and the mean
+    of the newest k ticks for each span k, all ratios to the level) and a free
+    learned level: the mean over the next seconds is mostly some recent mean,
+    and a softmax over exact means states it more precisely than an MLP can
+    compute it.  The band is built outward from the median.
+    """
+    count = anchors.shape[-1]
+    raw = raw.reshape(raw.shape[:-1] + (len(HORIZONS), count + 4))
+    learned = F.softplus(raw[..., 1] + 1.0)
+    mix = torch.softmax(raw[..., 3:], dim=-1)
+    p50 = (mix[..., :count] * anchors[:, None, :]).sum(dim=-1) + mix[..., count] * learned
+    p10 = F.relu(p50 - F.softplus(raw[..., 0]))
+    p90 = p50 + F.softplus(raw[..., 2])
+    return torch.stack([p10, p50, p90], dim=-1)
 
 
 # The hybrid's recurrent part: small and short, as ONNX runs a GRU step by step.
 RECURRENT_SPAN = 30
 RECURRENT_HIDDEN = 32
 
+# The "scales" kind summarises the newest k ticks for each k here (ratios to
+# the level): the mean of each span is the natural forecast of a mean over the
+# next seconds, and the extremes and spread of each span say how far to trust
+# the newest samples.  An MLP would have to learn the extremes from raw ticks.
+SCALES = (1, 2, 3, 5, 10, 20, 30, 60)
+STATISTICS = 6  # per span: mean, log mean, share of valid ticks, log max, log min, standard deviation
+# A run of held samples longer than this many ticks reads as "held a long time".
+RUN_CAP = 10
+
+
+def span_masks(window: int) -> torch.Tensor:
+    """[len(SCALES), window]: 1 on the newest k ticks of the window for each span k."""
+    spans = torch.zeros(len(SCALES), window)
+    for i, k in enumerate(SCALES):
+        spans[i, window - min(k, window):] = 1.0
+    return spans
+
+
+def scale_statistics(x: torch.Tensor, spans: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-scale window statistics [n, STATISTICS * spans + 1] from the per-tick features,
+    and the anchors of the anchored head [n, spans]: the last sample and each longer span's mean.
+
+    Written as a few whole-tensor operations (matrix products with the span
+    masks), as onnxruntime's cost on this small graph is per operator.
+    """
+    ratio, valid, changed = x[..., 0], x[..., 2], x[..., 3]
+    count = valid @ spans.T
+    safe = count.clamp(min=1.0)
+    mean = ((ratio * valid) @ spans.T) / safe
+    square = ((ratio * ratio * valid) @ spans.T) / safe
+    spread = torch.sqrt((square - mean * mean).clamp(min=0.0) + 1e-6)
+    inside = valid[:, None, :] * spans[None]
+    high = (ratio[:, None, :] * inside).amax(dim=2)
+    low = torch.where(inside > 0, ratio[:, None, :], torch.full_like(inside, RATIO_CEILING)).amin(dim=2)
+    low = torch.where(count > 0, low, torch.zeros_like(low))
+    # Ticks since the newest change (capped): where a held run stands in its cycle.
+    recent = changed[:, -RUN_CAP:]
+    position = torch.arange(1, recent.shape[1] + 1, dtype=recent.dtype)[None, :]
+    since_change = (recent.shape[1] - (recent * position).amax(dim=1, keepdim=True)) / RUN_CAP
+    shares = count / spans.sum(dim=1)[None, :]
+    logs = torch.log(torch.cat([mean, high, low], dim=1) + LOG_OFFSET)
+    anchors = torch.cat([x[:, -1:, 0], mean[:, 1:]], dim=1)
+    return torch.cat([mean, shares, spread, logs, since_change], dim=1), anchors
+
+
+def scale_statistics_width() -> int:
+    return STATISTICS * len(SCALES) + 1
+
+
+class MemberBlock(nn.Module):
+    """`members` independent two-layer MLPs with quantile heads, run as a few batched products.
+
+    Member i owns its slice of the first layer's outputs and its own second
+    layer and head, so the members learn independently; batching only saves
+    onnxruntime operators.
+    """
+
+    def __init__(self, width: int, hidden: int, members: int, head: str = "gate"):
+        super().__init__()
+        self.members, self.hidden, self.head = members, hidden, head
+        outputs = head_outputs(head)
+        self.first = nn.Linear(width, members * 4 * hidden)
+        self.second = nn.Parameter(torch.empty(members, 4 * hidden, hidden))
+        self.second_bias = nn.Parameter(torch.empty(members, 1, hidden))
+        self.out = nn.Parameter(torch.empty(members, hidden, outputs))
+        self.out_bias = nn.Parameter(torch.empty(members, 1, outputs))
+        # nn.Linear's default initialisation, per member.
+        for weight, bias, fan_in in ((self.second, self.second_bias, 4 * hidden),
+                                     (self.out, self.out_bias, hidden)):
+            bound = 1.0 / fan_in ** 0.5
+            nn.init.uniform_(weight, -bound, bound)
+            nn.init.uniform_(bias, -bound, bound)
+
+    def forward(self, joined: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        first = F.relu(self.first(joined)).view(-1, self.members, 4 * self.hidden).transpose(0, 1)
+        second = F.relu(torch.matmul(first, self.second) + self.second_bias)
+        raw = torch.matmul(second, self.out) + self.out_bias
+        if self.head == "anchors":
+            return anchored_quantiles(raw, anchors)
+        return quantiles_from_raw(raw, anchors[:, 0])
+
+
+def head_outputs(head: str) -> int:
+    if head == "gate":
+        return len(HORIZONS) * 4
+    if head == "anchors":
+        return len(HORIZONS) * (len(SCALES) + 4)
+    raise ValueError(f"network head must be gate or anchors, got {head!r}")
+
 
 class RateNetwork(nn.Module):
     """kind: gru | lstm (recurrent over the window), tcn (dilated causal convolutions), mlp,
-    or hybrid (an MLP over the whole window beside a small GRU over its newest RECURRENT_SPAN ticks)."""
+    hybrid (an MLP over the whole window beside a small GRU over its newest RECURRENT_SPAN ticks),
+    or scales (an ensemble of `members` MLPs over the window and its multi-scale statistics,
+    whose quantiles are averaged)."""
 
-    def __init__(self, kind: str = "gru", hidden: int = 32, window: int = 30):
+    def __init__(self, kind: str = "gru", hidden: int = 32, window: int = 30, members: int = 1,
+                 head: str = "gate"):
         super().__init__()
-        self.kind, self.hidden, self.window = kind, hidden, window
+        self.kind, self.hidden, self.window, self.head_kind = kind, hidden, window, head
+        self.members = members if kind == "scales" else 1
+        outputs = head_outputs(head)
+        if head == "anchors" and kind not in ("hybrid", "scales"):
+            raise ValueError(f"the anchors head needs the window statistics of hybrid or scales, not {kind!r}")
+        if head == "anchors" or kind == "scales":
+            self.register_buffer("spans", span_masks(window))
         if kind == "gru":
             self.body = nn.GRU(FEATURES, hidden, batch_first=True)
         elif kind == "lstm":
@@ -93,13 +204,22 @@ class RateNetwork(nn.Module):
             self.body = nn.Sequential(nn.Linear(FEATURES * window, 4 * hidden), nn.ReLU(),
                                       nn.Linear(4 * hidden, hidden), nn.ReLU())
             self.recurrent = nn.GRU(FEATURES, RECURRENT_HIDDEN, batch_first=True)
-            self.join = nn.Sequential(nn.Linear(hidden + RECURRENT_HIDDEN, hidden), nn.ReLU())
+            statistics = scale_statistics_width() if head == "anchors" else 0
+            self.join = nn.Sequential(nn.Linear(hidden + RECURRENT_HIDDEN + statistics, hidden), nn.ReLU())
+        elif kind == "scales":
+            self.block = MemberBlock(FEATURES * window + scale_statistics_width(), hidden, self.members, head)
+            return
         else:
-            raise ValueError(f"network kind must be gru, lstm, tcn, mlp or hybrid, got {kind!r}")
-        self.head = QuantileHead(hidden)
+            raise ValueError(f"network kind must be gru, lstm, tcn, mlp, hybrid or scales, got {kind!r}")
+        self.head = nn.Linear(hidden, outputs)
 
-    def forward(self, rates: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward_members(self, rates: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Each member's quantiles [members, n, 2, 3] in Mbit/s (training scores every member)."""
         x, level = features(rates, valid)
+        if self.kind == "scales":
+            statistics, anchors = scale_statistics(x, self.spans)
+            joined = torch.cat([x.flatten(1), statistics], dim=1)
+            return self.block(joined, anchors) * level[None, :, :, None]
         if self.kind in ("gru", "lstm"):
             states, _ = self.body(x)
             summary = states[:, -1]
@@ -109,6 +229,18 @@ class RateNetwork(nn.Module):
             summary = self.body(x.flatten(1))
         else:
             states, _ = self.recurrent(x[:, -RECURRENT_SPAN:])
-            summary = self.join(torch.cat([self.body(x.flatten(1)), states[:, -1]], dim=1))
-        quantiles = self.head(summary, x[:, -1, 0])
-        return quantiles * level[:, :, None]
+            parts = [self.body(x.flatten(1)), states[:, -1]]
+            if self.head_kind == "anchors":
+                statistics, anchors = scale_statistics(x, self.spans)
+                parts.append(statistics)
+            summary = self.join(torch.cat(parts, dim=1))
+        if self.head_kind == "anchors":
+            quantiles = anchored_quantiles(self.head(summary), anchors)
+        else:
+            quantiles = quantiles_from_raw(self.head(summary), x[:, -1, 0])
+        return (quantiles * level[:, :, None])[None]
+
+    def forward(self, rates: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        # Averaging members' quantiles keeps each row ordered and non-negative.
+        return self.forward_members(rates, valid).mean(dim=0)
+

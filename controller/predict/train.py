@@ -35,8 +35,17 @@ CARD_FILE = "model.json"
 class TrainConfig:
     kinds: tuple[str, ...] = ("hybrid",)
     hidden: int = 64
+    # Members of a `scales` ensemble (other kinds are one network).
+    members: int = 1
+    # How the median is formed: "gate" (last sample vs a learned level) or
+    # "anchors" (a learned mix of the last sample, recent means and a learned level).
+    head: str = "anchors"
+    # Share of training series given another contrast around their level, and
+    # the widest exponent (see _contrast); 0 = off.
+    contrast_windows: float = 0.5
+    contrast_spread: float = 1.3
     window: int = WINDOW
-    steps: int = 8000
+    steps: int = 12000
     batch_per_source: int = 256
     # A source with fewer training points than this gets a smaller share of
     # each batch, (points / this) ** 0.5: a few dozen short traces would
@@ -100,6 +109,30 @@ class SourcePoints:
         out[position < self.first[index, None]] = np.nan
         return out
 
+    def futures(self, index: np.ndarray) -> np.ndarray:
+        """[len(index), max(HORIZONS)]: the samples each target averages."""
+        return self.flat[self.at[index, None] + np.arange(max(HORIZONS))[None, :]]
+
+
+def _contrast(windows: np.ndarray, futures: np.ndarray, share: float, spread: float,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Warp a share of the series around their window level: x -> level * (x / level) ** g,
+    g log-uniform in [1/spread, spread], window and future alike (targets recomputed).
+
+    Holds, zeros and the order of samples survive, only the contrast changes, so
+    one recorded link also teaches a calmer and a burstier one: the model is far
+    better on train traces than on validation ones, which reads as memorising.
+    """
+    rows = rng.random(len(windows)) < share
+    if not rows.any():
+        return windows, futures
+    gamma = np.exp(rng.uniform(-np.log(spread), np.log(spread), rows.sum()))[:, None]
+    level = np.maximum(np.nanmean(windows[rows], axis=1, keepdims=True), 1e-9)
+    windows, futures = windows.copy(), futures.copy()
+    windows[rows] = level * (windows[rows] / level) ** gamma
+    futures[rows] = level * (futures[rows] / level) ** gamma
+    return windows, futures
+
 
 def _subsample(n: int, limit: int, seed: int) -> np.ndarray:
     if n <= limit:
@@ -145,26 +178,38 @@ class Selection:
         for i, (source, p) in enumerate(sorted(points.items())):
             index = _subsample(len(p), config.select_points_per_source, config.seed + 100 + i)
             self.sets[source] = (p.windows(index, BASELINE_WINDOW), p.targets[index])
+        # The best baseline per source and horizon, and the best macro one per horizon.
+        self.source_best = {s: {} for s in self.sets}
         self.best_baseline = {}
         for j, h in enumerate(HORIZONS):
-            best = np.inf
+            macro = {}
             for name in baselines.NAMES:
-                nmae = np.mean([
-                    evaluate.scores(baselines.forecast(name, w, h, params.get(name, {}).get(f"h{h}")), y[:, j])["nmae"]
-                    for w, y in self.sets.values()])
-                best = min(best, nmae)
-            self.best_baseline[h] = best
+                per_source = {}
+                for source, (w, y) in self.sets.items():
+                    forecast = baselines.forecast(name, w, h, params.get(name, {}).get(f"h{h}"))
+                    per_source[source] = evaluate.scores(forecast, y[:, j])["nmae"]
+                    self.source_best[source][h] = min(self.source_best[source].get(h, np.inf),
+                                                      per_source[source])
+                macro[name] = float(np.mean(list(per_source.values())))
+            self.best_baseline[h] = min(macro.values())
 
     def score(self, forecast) -> dict:
-        """Macro nMAE per horizon and the selection score: the mean ratio to the best baseline."""
+        """Macro nMAE per horizon, the ratio to the best baseline per horizon and per source,
+        and the selection score: the worse horizon's ratio, plus 1 for every source and
+        horizon where the best baseline still wins (the issue asks for both margins)."""
         nmae = {h: [] for h in HORIZONS}
-        for windows, targets in self.sets.values():
+        losing = 0
+        for source, (windows, targets) in self.sets.items():
             predicted = forecast(windows)
             for j, h in enumerate(HORIZONS):
-                nmae[h].append(evaluate.scores(predicted[:, j], targets[:, j])["nmae"])
+                value = evaluate.scores(predicted[:, j], targets[:, j])["nmae"]
+                nmae[h].append(value)
+                losing += int(value >= self.source_best[source][h])
         macro = {f"h{h}": float(np.mean(v)) for h, v in nmae.items()}
-        ratio = float(np.mean([macro[f"h{h}"] / self.best_baseline[h] for h in HORIZONS]))
-        return {"macro_nmae": macro, "ratio_to_best_baseline": ratio}
+        ratios = {f"h{h}": macro[f"h{h}"] / self.best_baseline[h] for h in HORIZONS}
+        ratio = float(max(ratios.values()))
+        return {"macro_nmae": macro, "ratios": ratios, "losing_sources": losing,
+                "ratio_to_best_baseline": ratio, "score": ratio + losing}
 
 
 def fit(kind: str, points: dict[str, SourcePoints], selection: Selection, config: TrainConfig,
@@ -175,7 +220,7 @@ def fit(kind: str, points: dict[str, SourcePoints], selection: Selection, config
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    net = RateNetwork(kind, config.hidden, config.window)
+    net = RateNetwork(kind, config.hidden, config.window, config.members, config.head)
     averaged = copy.deepcopy(net)
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
@@ -198,24 +243,31 @@ def fit(kind: str, points: dict[str, SourcePoints], selection: Selection, config
                 out.append(q[:, :, 1].numpy())
         return np.concatenate(out).astype(np.float64)
 
-    best = {"ratio_to_best_baseline": np.inf}
+    best = {"score": np.inf}
     best_state = None
     history = []
     started = time.time()
     for step in range(1, config.steps + 1):
-        windows, targets, weights = [], [], []
+        windows, futures, weights = [], [], []
         for source in sources:
             p = points[source]
             index = rng.integers(0, len(p), batch[source])
             windows.append(p.windows(index, config.window))
-            targets.append(p.targets[index])
+            futures.append(p.futures(index))
             weights.append(np.full(index.size, 1.0 / p.scale))
-        windows = _augment(np.concatenate(windows), config, rng)
+        # The targets come from the (possibly warped) future samples, so a
+        # warped window is scored against its own warped future.
+        windows, future = _contrast(np.concatenate(windows), np.concatenate(futures),
+                                    config.contrast_windows, config.contrast_spread, rng)
+        targets = np.stack([future[:, :h].mean(axis=1) for h in HORIZONS], axis=1)
+        windows = _augment(windows, config, rng)
         rates, valid = fill_missed(windows)
         net.train()
         rates_t, valid_t = torch.from_numpy(rates.astype(np.float32)), torch.from_numpy(valid.astype(np.float32))
-        predicted = net(rates_t, valid_t)
-        actual = torch.from_numpy(np.concatenate(targets).astype(np.float32))
+        # Every member is scored on its own (an ensemble of independent forecasters,
+        # not one wide network), so the loss keeps a [members, ...] axis.
+        predicted = net.forward_members(rates_t, valid_t)
+        actual = torch.from_numpy(targets.astype(np.float32))
         weight = torch.from_numpy(np.concatenate(weights).astype(np.float32))[:, None, None]
         if config.level_weight != 1.0:
             # weight = 1 / scale scores Mbit/s errors as the source's nMAE; a
@@ -240,8 +292,9 @@ def fit(kind: str, points: dict[str, SourcePoints], selection: Selection, config
                       "elapsed_s": round(time.time() - started, 1)}
             history.append(result)
             log(f"[{kind}] step {step}: h1 {result['macro_nmae']['h1']:.4f} h5 {result['macro_nmae']['h5']:.4f} "
-                f"ratio {result['ratio_to_best_baseline']:.4f} ({result['elapsed_s']} s)")
-            if result["ratio_to_best_baseline"] < best["ratio_to_best_baseline"]:
+                f"worse ratio {result['ratio_to_best_baseline']:.4f} losing {result['losing_sources']} "
+                f"({result['elapsed_s']} s)")
+            if result["score"] < best["score"]:
                 best = result
                 best_state = {k: v.clone() for k, v in averaged.state_dict().items()}
     net.load_state_dict(best_state)
@@ -326,7 +379,7 @@ def train(root: Path, out_dir: Path, config: TrainConfig, log=print) -> dict:
         net, summary = fit(kind, train_points, selection, config, horizon_weight, log)
         summary["session_64_ms"] = latency(net, config.window)
         log(f"[{kind}] onnxruntime, 64 series: {summary['session_64_ms']:.3f} ms")
-        candidates.append((summary["best"]["ratio_to_best_baseline"], kind, net, summary))
+        candidates.append((summary["best"]["score"], kind, net, summary))
     # The most accurate on validation among those fast enough for the tick.
     candidates.sort(key=lambda c: (c[3]["session_64_ms"] > LATENCY_BUDGET_MS, c[0]))
     _, kind, net, summary = candidates[0]
@@ -339,7 +392,7 @@ def train(root: Path, out_dir: Path, config: TrainConfig, log=print) -> dict:
         "name": "anabranch rate predictor",
         "task": "mean rate (Mbit/s) over the next 1 s and 5 s of one link or class series, with p10/p50/p90",
         "architecture": {"kind": kind, "hidden": config.hidden, "window_s": config.window,
-                         **describe_network(kind),
+                         **describe_network(kind, config.members, config.head),
                          "parameters": summary["parameters"], "features": [
                              "ratio = rate / window mean level (scale-free)", "log(ratio + 0.05)",
                              "valid (0 = missed tick or before the series began)",
@@ -369,11 +422,13 @@ def train(root: Path, out_dir: Path, config: TrainConfig, log=print) -> dict:
                      "selected_step": summary["best"]["step"], "duration_s": round(time.time() - started, 1)},
         "selection": [{"kind": k, "parameters": s["parameters"], "train_s": s["train_s"],
                        "best_step": s["best"]["step"], "validation_subsample": s["best"]["macro_nmae"],
-                       "ratio_to_best_baseline": round(r, 4), "session_64_ms": round(s["session_64_ms"], 3)}
+                       "ratios_to_best_baseline": {h: round(v, 4) for h, v in s["best"]["ratios"].items()},
+                       "losing_sources": s["best"]["losing_sources"], "session_64_ms": round(s["session_64_ms"], 3)}
                       for r, k, _, s in candidates],
-        "selection_rule": f"lowest mean ratio of macro nMAE to the best baseline (h1, h5) on a validation "
-                          f"subsample, among architectures whose onnxruntime call for 64 series takes at most "
-                          f"{LATENCY_BUDGET_MS} ms (one thread; the tick budget is 2 ms with gap filling)",
+        "selection_rule": f"lowest worse-horizon ratio of macro nMAE to the best baseline on a validation "
+                          f"subsample, plus 1 per source and horizon the best baseline still wins, among "
+                          f"architectures whose onnxruntime call for 64 series takes at most {LATENCY_BUDGET_MS} ms "
+                          "(one thread; the tick budget is 2 ms with gap filling)",
         "baselines": params,
         "notes": config.notes,
     }
@@ -390,18 +445,34 @@ def train(root: Path, out_dir: Path, config: TrainConfig, log=print) -> dict:
     return card
 
 
-def describe_network(kind: str) -> dict:
-    from .network import RECURRENT_HIDDEN, RECURRENT_SPAN
+def describe_network(kind: str, members: int = 1, head: str = "gate") -> dict:
+    from .network import RECURRENT_HIDDEN, RECURRENT_SPAN, SCALES
 
     layout = {
         "hybrid": f"MLP over the whole window (features x window -> 4*hidden -> hidden) beside a GRU "
-                  f"({RECURRENT_HIDDEN} units) over its newest {RECURRENT_SPAN} ticks, joined by one layer",
+                  f"({RECURRENT_HIDDEN} units) over its newest {RECURRENT_SPAN} ticks, joined by one layer"
+                  + (" that also reads the window statistics" if head == "anchors" else ""),
         "mlp": "MLP over the whole window (features x window -> 4*hidden -> hidden)",
         "gru": "GRU over the window, last state", "lstm": "LSTM over the window, last state",
         "tcn": "dilated causal convolutions over the window",
+        "scales": f"ensemble of {members} MLPs (features x window + window statistics -> 4*hidden -> hidden), "
+                  f"each trained on its own; their quantiles are averaged",
     }[kind]
-    return {"layout": layout, "head": "per horizon: median = gate * last sample + (1 - gate) * learned level; "
-                                      "p10 and p90 built outward from it (ordered, non-negative)"}
+    heads = {
+        "gate": "per horizon: median = gate * last sample + (1 - gate) * learned level; "
+                "p10 and p90 built outward from it (ordered, non-negative)",
+        "anchors": f"per horizon: median = softmax-weighted mix of the last sample, the mean of the newest k "
+                   f"ticks for k in {list(SCALES[1:])} and a learned level (ratios to the window level); "
+                   "p10 and p90 built outward from it (ordered, non-negative)",
+    }
+    described = {"layout": layout, "head_kind": head, "head": heads[head]}
+    if kind == "scales":
+        described["members"] = members
+    if kind == "scales" or head == "anchors":
+        described["window_statistics"] = (
+            f"over the newest k ticks for k in {list(SCALES)}: mean ratio, share of valid ticks, standard "
+            "deviation of the ratio, log mean, log max and log min; ticks since the newest change (capped at 10)")
+    return described
 
 
 def _summary(report: dict) -> dict:

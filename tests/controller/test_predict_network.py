@@ -1,0 +1,86 @@
+"""The training-side network pieces: window statistics, the anchored head, the contrast augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from anabranch.controller.predict.train import _contrast
+
+NAN = np.nan
+
+
+@pytest.mark.train
+def test_window_statistics_match_a_hand_computation():
+    import torch
+    from anabranch.controller.predict.network import SCALES, features, scale_statistics, span_masks
+
+    window = 12
+    rates = torch.tensor([[0.0, 0.0, 2.0, 2.0, 4.0, 4.0, 4.0, 6.0, 6.0, 8.0, 8.0, 8.0]])
+    valid = torch.ones_like(rates)
+    valid[0, :2] = 0.0  # before the series began
+    x, level = features(rates, valid)
+    statistics, anchors = scale_statistics(x, span_masks(window))
+    spans = len(SCALES)
+    ratio = rates[0] / level[0, 0]
+    mean, shares = statistics[0, :spans], statistics[0, spans:2 * spans]
+    assert level[0, 0] == pytest.approx(52.0 / 10)
+    # Span 5 covers the newest five ticks; span 60 is cut to the window and skips the two unmeasured ticks.
+    assert mean[SCALES.index(5)] == pytest.approx(float(ratio[-5:].mean()), rel=1e-5)
+    assert mean[SCALES.index(60)] == pytest.approx(1.0, rel=1e-5)
+    assert shares[SCALES.index(60)] == pytest.approx(10 / 12)
+    high, low = statistics[0, 4 * spans:5 * spans], statistics[0, 5 * spans:6 * spans]
+    assert torch.exp(high[SCALES.index(10)]) - 0.05 == pytest.approx(float(ratio.max()), rel=1e-5)
+    assert torch.exp(low[SCALES.index(60)]) - 0.05 == pytest.approx(float(ratio[2]), rel=1e-5)
+    # The newest change was two ticks back (6 -> 8, then 8 held twice).
+    assert statistics[0, -1] == pytest.approx(2 / 10)
+    assert anchors[0, 0] == pytest.approx(float(ratio[-1]))
+    assert anchors.shape == (1, spans)
+
+
+@pytest.mark.train
+def test_every_kind_and_head_gives_ordered_non_negative_quantiles():
+    import torch
+    from anabranch.controller.predict.network import RateNetwork
+
+    torch.manual_seed(0)
+    rates = torch.rand(16, 60) * 100
+    rates[0] = 0.0
+    valid = torch.ones(16, 60)
+    valid[1, :50] = 0.0
+    for kind, head, members in [("hybrid", "anchors", 1), ("hybrid", "gate", 1), ("scales", "anchors", 2)]:
+        net = RateNetwork(kind, 16, 60, members, head).eval()
+        q = net(rates, valid).detach()
+        assert q.shape == (16, 2, 3)
+        assert torch.isfinite(q).all() and (q >= 0).all()
+        assert (q[..., 0] <= q[..., 1] + 1e-5).all() and (q[..., 1] <= q[..., 2] + 1e-5).all()
+        assert net.forward_members(rates, valid).shape == (members, 16, 2, 3)
+
+
+@pytest.mark.train
+def test_the_anchors_head_needs_the_window_statistics():
+    import torch  # noqa: F401
+    from anabranch.controller.predict.network import RateNetwork
+
+    with pytest.raises(ValueError, match="anchors head"):
+        RateNetwork("gru", 16, 60, 1, "anchors")
+
+
+def test_contrast_keeps_holds_zeros_and_gaps_and_warps_the_future_alike():
+    windows = np.array([[NAN, 1.0, 1.0, 4.0, 0.0], [2.0, 2.0, 2.0, 2.0, 2.0]])
+    futures = np.array([[4.0, 4.0, 1.0, 0.0, 1.0], [2.0, 2.0, 2.0, 2.0, 2.0]])
+    warped, warped_futures = _contrast(windows, futures, 1.0, 1.3, np.random.default_rng(1))
+    assert np.isnan(warped[0, 0]) and warped[0, 4] == 0.0 and warped_futures[0, 3] == 0.0
+    assert warped[0, 1] == warped[0, 2] and warped_futures[0, 0] == warped_futures[0, 1]
+    assert warped[0, 3] == pytest.approx(warped_futures[0, 0])
+    # A flat series sits at its level: no contrast to change.
+    np.testing.assert_allclose(warped[1], 2.0)
+    np.testing.assert_allclose(warped_futures[1], 2.0)
+    assert not np.allclose(warped[0, 1:], windows[0, 1:])
+
+
+def test_contrast_off_leaves_the_series_alone():
+    windows = np.array([[1.0, 3.0]])
+    futures = np.array([[2.0, 2.0, 2.0, 2.0, 2.0]])
+    same, same_futures = _contrast(windows, futures, 0.0, 1.3, np.random.default_rng(0))
+    assert same is windows and same_futures is futures

@@ -8,8 +8,8 @@ re-injection skips tc ingress).  A LAN port is shaped at its own `down_mbit`,
 or, on a gateway with a single LAN port, at the sum of the WAN links' `down_mbit`.
 
 Each tick: read the tree and its counters back from the kernel, measure what
-each class was offered (sent + dropped + queued; the predictor will replace
-this), allocate (controller.allocate), and when the
+each class was offered (sent + dropped + queued), take the larger of that and
+the predictor's need for the class, allocate (controller.allocate), and when the
 plan moved past the hysteresis, diff (controller.shaping) and apply only the
 changed classes.  A failed netlink call is logged with the interface and the
 class and the previous tree is put back.  Trees we created are recorded in a
@@ -373,15 +373,19 @@ class Shaper:
         return offered
 
     def tick(self, now_s: float, needs_mbit: dict[str, dict[str, float]] | None = None) -> None:
-        """One allocation round.  `needs_mbit` (iface -> class -> Mbit/s) comes from the
-        predictor when there is one; otherwise each class's offered rate is its need."""
+        """One allocation round.  A class's need is its offered rate, or the predictor's
+        figure from `needs_mbit` (iface -> class -> Mbit/s) when that is higher."""
         for link in self.links:
             try:
                 measured = self.measure(link.iface, now_s)
             except (ShapingError, NetlinkError) as exc:
                 self._fail(link.iface, str(exc))
                 continue
-            needs = (needs_mbit or {}).get(link.iface) or {n: bps / 1e6 for n, bps in measured.items()}
+            # Plan for what each class offers now or is predicted to, whichever is more:
+            # a flow that just started has no history the prediction could follow yet.
+            predicted = (needs_mbit or {}).get(link.iface) or {}
+            needs = {n: max(bps / 1e6, predicted.get(n, 0.0)) for n, bps in measured.items()}
+            needs.update({n: v for n, v in predicted.items() if n not in needs})
             try:
                 plan = allocate_mod.allocate(link.link_mbit, needs, self.classes)
             except ValueError as exc:

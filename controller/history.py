@@ -41,9 +41,16 @@ class Point:
 
 
 class History:
-    def __init__(self, path: str | Path):
+    """`max_bytes`: the database's size cap; past it, the oldest points go first (checked
+    once a minute, when the minute level is written)."""
+
+    def __init__(self, path: str | Path, max_bytes: int | None = None):
         self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.trimmed_rows = 0
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # Freed pages go back to the file system on trim (takes effect for a new file only).
+        self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self.db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a process crash loses nothing committed, power loss the last tick.
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -81,8 +88,10 @@ class History:
                              a.threshold, a.raised_at, a.resolved_at) for a in alerts))
             for key, value in (state or {}).items():
                 self._set_meta(f"state:{key}", json.dumps(value))
-            self._downsample(t)
+            minute_done = self._downsample(t)
             db.execute("COMMIT")
+            if minute_done and self.max_bytes is not None:
+                self.trim()
         except BaseException:
             # SQLite may have rolled back already (e.g. SQLITE_FULL): only end a live transaction,
             # so the caller sees the first error, not "no transaction is active".
@@ -90,7 +99,9 @@ class History:
                 db.execute("ROLLBACK")
             raise
 
-    def _downsample(self, t: int) -> None:
+    def _downsample(self, t: int) -> bool:
+        """Average finished buckets into the coarser levels; True when a minute was done."""
+        minute_done = False
         for level in (1, 2):
             step, keep = LEVELS[level]
             source_step, source_keep = LEVELS[level - 1]
@@ -109,10 +120,35 @@ class History:
                 "WHERE level = ? AND t >= ? AND t < ? GROUP BY t / ?, kind, subject, metric",
                 (level, step, step, level - 1, done, bucket, step))
             self._set_meta(f"done:{level}", str(bucket))
+            minute_done = minute_done or level == 1
             self.db.execute("DELETE FROM series WHERE level = ? AND t < ?", (level - 1, t - source_keep))
             if level == 2:
                 self.db.execute("DELETE FROM series WHERE level = 2 AND t < ?", (t - keep,))
                 self.db.execute("DELETE FROM alerts WHERE resolved_at < ?", (t - keep,))
+        return minute_done
+
+    def used_bytes(self) -> int:
+        pages, free, size = (self.db.execute(f"PRAGMA {p}").fetchone()[0]
+                             for p in ("page_count", "freelist_count", "page_size"))
+        return (pages - free) * size
+
+    def trim(self) -> int:
+        """Delete the oldest tenth of the points until the database fits `max_bytes`."""
+        deleted = 0
+        for _ in range(20):
+            if self.used_bytes() <= self.max_bytes:
+                break
+            total = self.db.execute("SELECT COUNT(*) FROM series").fetchone()[0]
+            if total == 0:
+                break
+            cut = self.db.execute("SELECT t FROM series ORDER BY t LIMIT 1 OFFSET ?",
+                                  (max(1, total // 10),)).fetchone()[0]
+            deleted += self.db.execute("DELETE FROM series WHERE t <= ?", (cut,)).rowcount
+        if deleted:
+            self.db.execute("PRAGMA incremental_vacuum")
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.trimmed_rows += deleted
+        return deleted
 
     # -- reading ----------------------------------------------------------------------------
     def level_for(self, start: float, latest: float | None = None) -> int:

@@ -38,6 +38,7 @@ class ControllerOptions:
     # History series per tick are bounded: the busiest hosts and connections only.
     history_hosts: int = 200
     history_connections: int = 200
+    history_max_mb: float = 1024.0           # the database's size cap: oldest points go first
     state_every_s: float = 60.0
 
     @classmethod
@@ -61,12 +62,13 @@ class ControllerOptions:
                               else "must be an absolute path")
         hosts = hr.get("hosts", 200, opt.number(0, 100_000, integer=True))
         conns = hr.get("connections", 200, opt.number(0, 100_000, integer=True))
+        max_mb = hr.get("max_mb", 1024, opt.number(1, 1_000_000))
         hr.finish()
         r.finish()
         if errors:
             raise opt.OptionsError(errors)
         return cls(links=links, history_path=history_path, history_hosts=hosts,
-                   history_connections=conns, **parts)
+                   history_connections=conns, history_max_mb=max_mb, **parts)
 
 
 @dataclass
@@ -138,7 +140,7 @@ class Controller:
         if not self.options.history_path:
             return None
         try:
-            return History(self.options.history_path)
+            return History(self.options.history_path, int(self.options.history_max_mb * 1e6))
         except (sqlite3.Error, OSError):
             self.history_failures += 1
             return None

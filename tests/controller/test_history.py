@@ -70,3 +70,26 @@ def test_state_round_trips(tmp_path):
     h = History(tmp_path / "h.sqlite")
     h.write(T0, [], state={"usage": [{"address": "10.0.0.1"}]})
     assert h.load_state("usage") == [{"address": "10.0.0.1"}]
+
+
+def test_the_database_stays_at_its_size_cap_and_keeps_the_newest_points(tmp_path):
+    from anabranch.controller.history import History, Point
+
+    cap = 1_500_000
+    history = History(tmp_path / "h.db", max_bytes=cap)
+    start = 1_795_000_000
+    points = [Point("host", f"10.0.{i // 250}.{i % 250}", "bytes_up", float(i)) for i in range(300)]
+    sizes = []
+    for t in range(start, start + 1800):
+        history.write(t, points)
+        if t % 60 == 59:
+            sizes.append(history.used_bytes())
+    assert history.trimmed_rows > 0
+    # At the cap once a minute, after the first minutes that fill it.
+    assert max(sizes[-10:]) <= cap + 60 * 300 * 40
+    assert history.used_bytes() <= cap + 60 * 300 * 40
+    newest = history.series(start + 1790, start + 1800, level=0)
+    assert len(newest) == 10 * 300                                   # the newest seconds are all there
+    assert not history.series(start, start + 60, level=0)             # the oldest went first
+    assert (tmp_path / "h.db").stat().st_size <= 2 * cap               # the file shrank back too
+    history.close()

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 for _helpers in ("lab", "webui", "controller", "daemon", "client", "ebpf"):
     sys.path.insert(0, str(REPO / "tests" / _helpers))
 
-from daemon_harness import daemon_config, start_daemon  # noqa: E402
+from daemon_harness import daemon_config, running_daemon  # noqa: E402
 from lab import Lab  # noqa: E402
 SHARED_DATA = REPO.parent / "shared" / "data"
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -86,10 +86,5 @@ def lab():
 def gateway_daemon(lab, tmp_path):
     """anabranchd running in the lab's gateway on all four ports, ready."""
     config = daemon_config(tmp_path, {"wan0": "wan", "wan1": "wan", "lan0": "lan", "lan1": "lan"})
-    daemon = start_daemon(lab, config, tmp_path / "anabranchd.log")
-    try:
-        daemon.wait_ready()
+    with running_daemon(lab, config, tmp_path / "anabranchd.log") as daemon:
         yield daemon
-    finally:
-        if daemon.process.poll() is None:
-            daemon.stop()

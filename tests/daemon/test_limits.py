@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_harness import daemon_config, start_daemon
+from daemon_harness import daemon_config, running_daemon, start_daemon
 from lab import SERVER_V4
 
 from anabranch.client import messages
@@ -77,13 +77,8 @@ def alerted(client, wanted: set[str], timeout_s: float = 20.0) -> set[str]:
 def small_map_daemon(lab, tmp_path):
     config = daemon_config(tmp_path, PORTS)
     config.write_text(config.read_text().replace("[daemon]\n", f"[daemon]\nflow_map_size = {MAP_SIZE}\n", 1))
-    daemon = start_daemon(lab, config, tmp_path / "anabranchd.log")
-    try:
-        daemon.wait_ready()
+    with running_daemon(lab, config, tmp_path / "anabranchd.log") as daemon:
         yield daemon
-    finally:
-        if daemon.process.poll() is None:
-            daemon.stop()
 
 
 def test_a_full_flow_map_keeps_counting_established_flows_with_bounded_memory(lab, small_map_daemon):

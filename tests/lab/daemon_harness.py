@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,3 +68,15 @@ def start_daemon(lab: Lab, config: Path, log: Path) -> RunningDaemon:
         process = subprocess.Popen(lab.cmd("gw", str(VENV_BIN / "anabranchd"), "--config", str(config)),
                                    stdout=sink, stderr=subprocess.STDOUT)
     return RunningDaemon(process, config, f"ipc://{run}/control.sock", f"ipc://{run}/events.sock", log)
+
+
+@contextmanager
+def running_daemon(lab: Lab, config: Path, log: Path):
+    """A started daemon, ready; stopped afterwards unless the test already ended it."""
+    daemon = start_daemon(lab, config, log)
+    try:
+        daemon.wait_ready()
+        yield daemon
+    finally:
+        if daemon.process.poll() is None:
+            daemon.stop()

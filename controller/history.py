@@ -48,6 +48,7 @@ class History:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.trimmed_rows = 0
+        self._last_t: int | None = None
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         # Freed pages go back to the file system on trim (takes effect for a new file only).
         self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
@@ -78,6 +79,11 @@ class History:
     def write(self, now: float, points: Iterable[Point], alerts: Iterable[Alert] = (),
               state: dict[str, object] | None = None) -> None:
         t = int(now)
+        if self._last_t is not None and self._last_t - 2 <= t <= self._last_t:
+            # Two ticks in one second (a late one, then an on-time one) must not replace
+            # each other's row: the later takes the next second.  A real clock step back
+            # (more than 2 s) is written where it falls.
+            t = self._last_t + 1
         db = self.db
         db.execute("BEGIN")
         try:
@@ -90,6 +96,7 @@ class History:
                 self._set_meta(f"state:{key}", json.dumps(value))
             minute_done = self._downsample(t)
             db.execute("COMMIT")
+            self._last_t = t
             if minute_done and self.max_bytes is not None:
                 self.trim()
         except BaseException:

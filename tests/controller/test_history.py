@@ -93,3 +93,14 @@ def test_the_database_stays_at_its_size_cap_and_keeps_the_newest_points(tmp_path
     assert not history.series(start, start + 60, level=0)             # the oldest went first
     assert (tmp_path / "h.db").stat().st_size <= 2 * cap               # the file shrank back too
     history.close()
+
+
+def test_two_ticks_in_one_second_keep_both_rows(tmp_path):
+    from anabranch.controller.history import History, Point
+
+    history = History(tmp_path / "h.db")
+    for now in (1_795_000_000.2, 1_795_000_000.9, 1_795_000_001.5):    # a late tick, then on time
+        history.write(now, [Point("total", "-", "flows", now)])
+    rows = history.series(1_795_000_000, 1_795_000_010, level=0)
+    assert [t for t, *_ in rows] == [1_795_000_000, 1_795_000_001, 1_795_000_002]
+    history.close()

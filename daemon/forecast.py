@@ -21,6 +21,11 @@ from anabranch.controller.predict.tracking import ErrorTracker
 log = logging.getLogger(__name__)
 
 WINDOW = 60                       # samples kept per series (the model's window)
+# An anomaly is a rate that stays outside its predicted band, widened by a fifth, for
+# 15 s: a gateway's traffic changes level all the time (a download starts), and an
+# alert for each change would teach admins to ignore the alert.
+ANOMALY_TICKS = 15
+ANOMALY_SLACK = 0.2
 DIRECTIONS = ("up", "down")
 
 
@@ -64,7 +69,7 @@ class Forecasts:
         n = len(self.names)
         self.series = np.full((n, WINDOW), np.nan)
         self.tracker = ErrorTracker(n)
-        self.anomalies = AnomalyDetector(n)
+        self.anomalies = AnomalyDetector(n, ticks=ANOMALY_TICKS, slack=ANOMALY_SLACK)
         self.prediction = None
         self.ticks = 0
 

@@ -83,6 +83,7 @@ class Daemon:
         self.control = None
         self.forecasts = None
         self.controller_ms = 0.0
+        self.phases_ms: dict[str, float] = {}
         self._errors_prev: dict[str, int] = {}
         self._shaper_revision: int | None = None
 
@@ -313,6 +314,7 @@ class Daemon:
     # -- the tick ---------------------------------------------------------------
     def tick(self) -> None:
         started = time.perf_counter()
+        marks = [started]
         if self.pending and self.ticks % 10 == 0:
             self._attach_pending()  # a safety net: link events normally do this at once
         self._drain_events()
@@ -323,9 +325,16 @@ class Daemon:
         idle = self.table.idle(int(self.config.daemon.idle_timeout_s * 1e9))
         if idle.any():
             self.datapath.delete_flows(self.table.keys[idle])
+        marks.append(time.perf_counter())
         self._control()
+        marks.append(time.perf_counter())
         self._shape()
+        marks.append(time.perf_counter())
         self._publish()
+        marks.append(time.perf_counter())
+        # Where the last tick's time went: a slow tick says which phase made it slow.
+        self.phases_ms = {name: round((b - a) * 1000, 3) for name, a, b in
+                          zip(("sweep", "controller", "shaping", "publish"), marks, marks[1:])}
         self.ticks += 1
         self.tick_ms = (time.perf_counter() - started) * 1000
         self.notifier.watchdog()
@@ -465,7 +474,7 @@ class Daemon:
                        "uptime_s": round(time.monotonic() - self.started_mono, 1),
                        "tick_s": self.config.daemon.tick_s,
                        "tick_ms": round(self.tick_ms, 3), "ticks": self.ticks,
-                       "controller_ms": round(self.controller_ms, 3)},
+                       "controller_ms": round(self.controller_ms, 3), "phases_ms": self.phases_ms},
             "interfaces": self.interfaces(),
             "link_changes": self.link_changes[-10:],
             "totals": self.table.totals() if self.table is not None else {},

@@ -120,7 +120,8 @@ def sample_state(seq: int, ts: float, flows: list[dict[str, Any]], tick_ms: int)
 
     return {
         "daemon": {"version": "0.1.0", "pid": 4242, "uptime_s": 3725 + seq * tick_ms / 1000,
-                   "tick_s": tick_ms / 1000, "tick_ms": 2.5, "ticks": seq, "controller_ms": 0.8},
+                   "tick_s": tick_ms / 1000, "tick_ms": 2.5, "ticks": seq, "controller_ms": 0.8,
+                   "phases_ms": {"sweep": 0.4, "controller": 0.8, "shaping": 0.9, "publish": 0.4}},
         "interfaces": [iface("wan0", 2, "wan", 2 / 3, 50, 200), iface("wan1", 3, "wan", 1 / 3, 20, 100),
                        iface("lan0", 4, "lan", 1.0, None, None)],
         "link_changes": [],

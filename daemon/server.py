@@ -234,7 +234,14 @@ class ApiServer:
 
     def __init__(self, events: str, control: str, group: str = "",
                  context: zmq.Context | None = None, curve: CurveKeys | None = None):
-        self._context = context or zmq.Context.instance()
+        tcp = [e for e in (events, control) if e.startswith("tcp://")]
+        if tcp and curve is None:
+            raise ValueError(f"{tcp[0]}: a tcp:// endpoint needs CURVE keys ([api] curve_server_key "
+                             "and curve_clients_dir; make them with `anabranch keygen`)")
+        # CURVE's authenticator binds the one ZAP address a context has: a server of its
+        # own context never races a closed server's authenticator still letting it go.
+        self._own_context = context is None and bool(tcp)
+        self._context = context or (zmq.Context() if tcp else zmq.Context.instance())
         self.commands: dict[str, Command] = {}
         self._seq: dict[str, int] = {}
         self.requests_served = 0
@@ -242,11 +249,11 @@ class ApiServer:
         self._poller = zmq.Poller()
         self._fd_handlers: dict[int, Callable[[], None]] = {}
         self._auth = None
-        tcp = [e for e in (events, control) if e.startswith("tcp://")]
-        if tcp and curve is None:
-            raise ValueError(f"{tcp[0]}: a tcp:// endpoint needs CURVE keys ([api] curve_server_key "
-                             "and curve_clients_dir; make them with `anabranch keygen`)")
-        server_keys = self._start_curve(curve) if tcp else None
+        try:
+            server_keys = self._start_curve(curve) if tcp else None
+        except BaseException:
+            self._close_sockets()     # stops a started authenticator, ends our own context
+            raise
 
         old_umask = os.umask(0o077)  # no window where the socket is world-connectable
         try:
@@ -392,6 +399,9 @@ class ApiServer:
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
+        if self._own_context:
+            self._context.term()
+            self._own_context = False
 
     def close(self) -> None:
         for endpoint in self.endpoints:

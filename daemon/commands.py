@@ -337,7 +337,7 @@ class Handlers:
     def usage(self, args):
         table = self._table()
         if not len(table):
-            return {"window": "active flows", "count": 0, "hosts": [], **self._periods()}
+            return {"window": "active flows", "count": 0, "hosts": [], **self._periods([])}
         keys = table.keys
         # Group by (family, LAN address) without a Python dict over every flow.
         group = np.empty(len(table), dtype=[("family", "u1"), ("addr", "u1", 16)])
@@ -357,26 +357,20 @@ class Handlers:
         hosts = [{"host": kstructs.address(int(unique[i]["family"]), unique[i]["addr"]),
                   "flows": int(flows[i]), "bytes_up": int(bytes_up[i]), "bytes_down": int(bytes_down[i]),
                   "bps_up": float(bps_up[i]), "bps_down": float(bps_down[i])} for i in order.tolist()]
-        return {"window": "active flows", "count": n, "hosts": self._with_periods(hosts), **self._periods()}
+        return {"window": "active flows", "count": n, "hosts": hosts, **self._periods(hosts)}
 
-    def _periods(self) -> dict[str, Any]:
-        """Today's and this month's totals per host and the quotas (the controller's meter)."""
+    def _periods(self, hosts: list[dict[str, Any]]) -> dict[str, Any]:
+        """Today's and this month's totals per host (added to `hosts`) and the quotas,
+        from the controller's meter, read once per command."""
         control = getattr(self.p, "control", None)
         if control is None:
             return {"day": None, "month": None, "quotas": []}
         usage = control.usage(self.clock())
-        return {"day": usage["day"], "month": usage["month"], "quotas": usage["quotas"]}
-
-    def _with_periods(self, hosts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        control = getattr(self.p, "control", None)
-        if control is None:
-            return hosts
-        known = control.usage(self.clock())["hosts"]
         for host in hosts:
-            totals = known.get(host["host"], {})
+            totals = usage["hosts"].get(host["host"], {})
             for key in ("day_up", "day_down", "month_up", "month_down"):
                 host[key] = int(totals.get(key, 0))
-        return hosts
+        return {"day": usage["day"], "month": usage["month"], "quotas": usage["quotas"]}
 
     def config_reload(self, args):
         from .config import ConfigError

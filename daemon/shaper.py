@@ -36,6 +36,8 @@ from anabranch.controller.shaping import (DEFAULT_CLASS_ID, HTB_HANDLE, LEAF_KIN
                                           ClassNode, LeafNode, Tree, class_rates, classid, desired_tree, diff,
                                           show_handle)
 
+from .tcread import TcReader
+
 log = logging.getLogger(__name__)
 
 TC_H_ROOT = 0xFFFF_FFFF
@@ -48,6 +50,7 @@ MTU_BYTES = 1600
 # for every class shares the spare evenly and never trips the kernel's
 # "quantum is small/big" warnings.
 QUANTUM_BYTES = 2 * MTU_BYTES
+COUNTERS = ("sent_bytes", "sent_packets", "dropped", "overlimits", "backlog_bytes", "backlog_packets")
 
 
 class ShapingError(Exception):
@@ -137,7 +140,8 @@ class Shaper:
         self.ledger = ledger
         self.classes = classes
         self.hysteresis = hysteresis
-        self._ipr = IPRoute(netns=netns) if netns else IPRoute()
+        self._ipr = IPRoute(netns=netns) if netns else IPRoute()  # changes
+        self._reader = TcReader(netns)                             # the read-back every tick
         self.leaf_kind: str | None = None
         self.plans: dict[str, LinkPlan] = {}         # iface -> the plan in the kernel
         self.errors: dict[str, str] = {}             # iface -> why it is not shaped as planned
@@ -148,10 +152,13 @@ class Shaper:
 
     def close(self) -> None:
         self._ipr.close()
+        self._reader.close()
 
     def ifindex(self, name: str) -> int | None:
-        found = self._ipr.link_lookup(ifname=name)
-        return found[0] if found else None
+        try:
+            return self._reader.ifindex(name)
+        except OSError as exc:
+            raise ShapingError(f"interface {name}: looking it up: {exc.strerror}") from exc
 
     # -- reading the kernel -----------------------------------------------------------
     def read(self, iface: str) -> KernelTree:
@@ -159,55 +166,46 @@ class Shaper:
         ifindex = self.ifindex(iface)
         if ifindex is None:
             raise ShapingError(f"interface {iface}: not found")
+        try:
+            qdiscs = self._reader.qdiscs(ifindex)
+        except OSError as exc:
+            raise ShapingError(f"interface {iface}: reading its qdiscs: {exc.strerror}") from exc
         root = None
         leaves = []
-        for q in self._ipr.get_qdiscs(index=ifindex):
-            if q["parent"] == TC_H_ROOT:
+        for q in qdiscs:
+            if q.parent == TC_H_ROOT:
                 root = q
-            elif q["parent"] >> 16 == HTB_HANDLE >> 16:
-                options = q.get_attr("TCA_OPTIONS")
-                limit = options.get("limit") if q.get_attr("TCA_KIND") == "pfifo" and options else None
-                leaves.append(LeafNode(q["handle"], q["parent"], q.get_attr("TCA_KIND"), limit))
-        if root is None or root["handle"] == 0:
+            elif q.parent >> 16 == HTB_HANDLE >> 16:
+                leaves.append(LeafNode(q.handle, q.parent, q.kind, q.options.get("limit")))
+        if root is None or root.handle == 0:
             return KernelTree(None, None, {})  # the kernel's default qdisc: nobody's tree
-        kind = root.get_attr("TCA_KIND")
-        options = root.get_attr("TCA_OPTIONS") if kind == "htb" else None
-        init = options.get_attr("TCA_HTB_INIT") if options is not None else None
-        if kind != "htb" or root["handle"] != HTB_HANDLE or init is None:
-            return KernelTree(None, f"{kind} {show_handle(root['handle'])}", {})
+        defcls = root.options.get("defcls")
+        if root.kind != "htb" or root.handle != HTB_HANDLE or defcls is None:
+            return KernelTree(None, f"{root.kind} {show_handle(root.handle)}", {})
         if iface not in self.ledger.trees:
             # An HTB 1: on a shaped port with our default class is a tree an earlier
             # instance built but whose ledger was lost (runtime directory cleared).
-            if init["defcls"] != classid(DEFAULT_CLASS_ID) & 0xFFFF:
-                return KernelTree(None, f"htb 1: (default {init['defcls']:x})", {})
+            if defcls != classid(DEFAULT_CLASS_ID) & 0xFFFF:
+                return KernelTree(None, f"htb 1: (default {defcls:x})", {})
             log.info("adopting the anabranch HTB tree on %s (not in the ledger)", iface)
             self.ledger.trees.add(iface)
             self.ledger.save()
+        try:
+            dumped = self._reader.classes(ifindex)
+        except OSError as exc:
+            raise ShapingError(f"interface {iface}: reading its classes: {exc.strerror}") from exc
         classes = []
         counters = {}
-        for c in self._ipr.get_classes(index=ifindex):
-            if c.get_attr("TCA_KIND") != "htb":
+        for c in dumped:
+            if c.kind != "htb" or "rate_Bps" not in c.options:
                 continue
-            options = c.get_attr("TCA_OPTIONS")
-            parms = options.get_attr("TCA_HTB_PARMS")
-            rate = options.get_attr("TCA_HTB_RATE64") or parms["rate"]
-            ceil = options.get_attr("TCA_HTB_CEIL64") or parms["ceil"]
-            classes.append(ClassNode(c["handle"], c["parent"] if c["parent"] != TC_H_ROOT else HTB_HANDLE,
-                                     _class_name(c["handle"], self.classes), rate * 8, ceil * 8, parms["prio"]))
-            stats = c.get_attr("TCA_STATS2")
-            basic = stats.get_attr("TCA_STATS_BASIC") if stats else None
-            queue = stats.get_attr("TCA_STATS_QUEUE") if stats else None
-            counters[c["handle"]] = {
-                "sent_bytes": basic["bytes"] if basic else 0,
-                "sent_packets": basic["packets"] if basic else 0,
-                "dropped": queue["drops"] if queue else 0,
-                "overlimits": queue["overlimits"] if queue else 0,
-                "backlog_bytes": queue["backlog"] if queue else 0,
-                "backlog_packets": queue["qlen"] if queue else 0,
-            }
+            classes.append(ClassNode(c.handle, c.parent if c.parent != TC_H_ROOT else HTB_HANDLE,
+                                     _class_name(c.handle, self.classes), c.options["rate_Bps"] * 8,
+                                     c.options["ceil_Bps"] * 8, c.options["prio"]))
+            counters[c.handle] = {key: c.counters.get(key, 0) for key in COUNTERS}
         classes.sort(key=lambda c: (c.classid != ROOT_CLASSID, c.classid))
         known = {c.classid for c in classes}
-        tree = Tree(HTB_HANDLE | init["defcls"], tuple(classes),
+        tree = Tree(HTB_HANDLE | defcls, tuple(classes),
                     tuple(sorted((leaf for leaf in leaves if leaf.parent in known), key=lambda l: l.parent)))
         return KernelTree(tree, None, counters)
 

@@ -110,6 +110,7 @@ class StateWatch:
             self.samples.append({"at": time.monotonic(), "ts": message.get("ts"), "pid": daemon.get("pid"),
                                  "seq": message.get("seq"),
                                  "tick_ms": daemon.get("tick_ms"), "ticks": daemon.get("ticks"),
+                                 "phases_ms": daemon.get("phases_ms") or {},
                                  "events_lost": datapath.get("events_lost", 0),
                                  "attached": sorted(i["name"] for i in message.get("interfaces", [])
                                                     if i.get("attached")),
@@ -458,9 +459,9 @@ class Soak:
 
     # -- figures -----------------------------------------------------------------------------
     def figures(self) -> dict[str, Any]:
-        samples = [s for s in self.watch.samples if s["tick_ms"] is not None and (s["ticks"] or 0) > 3]
-        ticks = [s["tick_ms"] for s in samples]
-        quiet = [s["tick_ms"] for s in samples if not any(a <= s["at"] <= b for a, b in self.busy)]
+        samples_ticked = [s for s in self.watch.samples if s["tick_ms"] is not None and (s["ticks"] or 0) > 3]
+        ticks = [s["tick_ms"] for s in samples_ticked]
+        quiet = [s["tick_ms"] for s in samples_ticked if not any(a <= s["at"] <= b for a, b in self.busy)]
         samples = self.watch.samples
         gaps, lost, seq_gaps = [], 0, 0
         by_pid: dict[int, list[dict[str, Any]]] = {}
@@ -513,6 +514,10 @@ class Soak:
             "faults": self.faults,
             "fuzz": self.fuzz,
             "browser_error_samples": self.browser_errors[:5],
+            # The slowest ticks with where their time went (state carries the previous tick's split).
+            "slowest_ticks": [{"tick_ms": round(s["tick_ms"], 3), "phases_ms": s["phases_ms"],
+                               "during_fault_or_fuzz": any(a <= s["at"] <= b for a, b in self.busy)}
+                              for s in sorted(samples_ticked, key=lambda s: -s["tick_ms"])[:10]],
         }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -114,9 +115,22 @@ class Control:
         self._kernel_dirty = True
         self._overrides: dict[int, tuple[bytes, int]] = {}     # flow id -> (FLOW_KEY bytes, class id)
         self._tokens: dict[int, int] = {}                      # token -> class id
+        self._written = kpolicy.Written()                      # the policy maps, as last written
         self._seeded = False
         self.override_errors = 0
         self._history_failing = False
+        # Where the last tick's controller time went, step by step (state.daemon.phases_ms).
+        self.step_ms: dict[str, float] = {}
+        self.controller.steps = tuple((name, self._timed(name, step)) for name, step in self.controller.steps)
+
+    def _timed(self, name: str, step):
+        def run(*args):
+            started = time.perf_counter()
+            try:
+                step(*args)
+            finally:
+                self.step_ms[name] = round((time.perf_counter() - started) * 1000, 3)
+        return run
 
     def close(self) -> None:
         self.controller.close()
@@ -141,7 +155,9 @@ class Control:
                 log.info("history: writing again")
         self._book_alerts(result)
         if self.datapath is not None:
+            started = time.perf_counter()
             self._write_kernel(table, result)
+            self.step_ms["kernel_maps"] = round((time.perf_counter() - started) * 1000, 3)
         return result
 
     def _sync_policy(self) -> None:
@@ -205,7 +221,7 @@ class Control:
 
     def _write_kernel(self, table: FlowTable, result: TickResult) -> None:
         if self._kernel_dirty:
-            kpolicy.write_policy(self.datapath, self.kernel_policy(result.policy))
+            kpolicy.write_policy(self.datapath, self.kernel_policy(result.policy), self._written)
             self._kernel_dirty = False
         self._write_overrides(table, result.policy.overrides)
         self._write_tokens(result.mptcp.token_classes)

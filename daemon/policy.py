@@ -123,19 +123,22 @@ class Policy:
         return table
 
 
-def _update_array(bpf_map, values: np.ndarray) -> None:
-    """Write a whole BPF array map in one BPF_MAP_UPDATE_BATCH."""
+def _update_array(bpf_map, values: np.ndarray, keys: np.ndarray | None = None) -> None:
+    """Write `values` at `keys` (default: the whole array map) in one BPF_MAP_UPDATE_BATCH."""
     from bcc.libbcc import lib
 
-    keys = np.arange(len(values), dtype=np.uint32)
+    keys = np.ascontiguousarray(np.arange(len(values), dtype=np.uint32) if keys is None else keys,
+                                dtype=np.uint32)
     values = np.ascontiguousarray(values)
+    if not len(keys):
+        return
     count = ct_uint32(len(values))
     rc = lib.bpf_update_batch(bpf_map.get_fd(), ct_void_p(keys.ctypes.data),
                               ct_void_p(values.ctypes.data), ct_byref(count))
     if rc != 0:
         # Older kernels: one update per entry.
-        for i in range(len(values)):
-            bpf_map[bpf_map.Key(i)] = bpf_map.Leaf.from_buffer_copy(values[i:i + 1].tobytes())
+        for key, i in zip(keys.tolist(), range(len(values))):
+            bpf_map[bpf_map.Key(key)] = bpf_map.Leaf.from_buffer_copy(values[i:i + 1].tobytes())
 
 
 def bump_generation(datapath, default_class: int | None = None) -> int:
@@ -148,8 +151,39 @@ def bump_generation(datapath, default_class: int | None = None) -> int:
     return leaf.policy_generation
 
 
-def write_policy(datapath, policy: Policy) -> int:
-    """Replace the class table and rules in the kernel; returns the new generation."""
+@dataclass
+class Written:
+    """What write_policy last put into the maps, so the next call writes only the difference:
+    a rule change then costs the entries it touches, not 65 536 ports and every prefix."""
+
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    prefixes: dict[tuple[int, int, bytes], int] = field(default_factory=dict)  # (version, len, net) -> class
+    prefixes_known: bool = False   # False until the first write: the tries hold someone else's entries
+
+
+def _write_array(bpf_map, name: str, values: np.ndarray, written: Written | None) -> None:
+    before = written.arrays.get(name) if written is not None else None
+    if before is None or before.shape != values.shape:
+        _update_array(bpf_map, values)
+    else:
+        changed = np.nonzero((before.view(np.uint8).reshape(len(values), -1) !=
+                              values.view(np.uint8).reshape(len(values), -1)).any(axis=1))[0]
+        _update_array(bpf_map, values[changed], changed.astype(np.uint32))
+    if written is not None:
+        written.arrays[name] = values.copy()
+
+
+def _prefix_key(trie, prefixlen: int, raw: bytes):
+    key = trie.Key()
+    key.prefixlen = prefixlen
+    for i, byte in enumerate(raw):
+        key.addr[i] = byte
+    return key
+
+
+def write_policy(datapath, policy: Policy, written: Written | None = None) -> int:
+    """Replace the class table and rules in the kernel; returns the new generation.
+    With `written` (what an earlier call wrote), only the entries that changed are written."""
     policy.validate()
     classes = np.zeros(kstructs.CLASS_MAX, dtype=kstructs.CLASS)
     dscp_priority = np.zeros(kstructs.DSCP_MAX, dtype=np.uint32)
@@ -165,23 +199,35 @@ def write_policy(datapath, policy: Policy) -> int:
             if policy.mark_priority and dscp_priority[c.dscp] == 0:
                 dscp_priority[c.dscp] = classid
         entry["flags"] = flags
-    _update_array(datapath.classes, classes)
-    _update_array(datapath.dscp_priority, dscp_priority)
-    _update_array(datapath.port_classes, policy.port_table())
+    _write_array(datapath.classes, "classes", classes, written)
+    _write_array(datapath.dscp_priority, "dscp_priority", dscp_priority, written)
+    _write_array(datapath.port_classes, "port_classes", policy.port_table(), written)
 
-    for trie in (datapath.prefixes_v4, datapath.prefixes_v6):
-        trie.clear()
-    for rule in policy.prefix_rules:
+    tries = {4: datapath.prefixes_v4, 6: datapath.prefixes_v6}
+    wanted: dict[tuple[int, int, bytes], int] = {}
+    for rule in reversed(policy.prefix_rules):   # reversed: the first rule for a prefix wins
         network = ipaddress.ip_network(rule.prefix, strict=False)
-        trie = datapath.prefixes_v4 if network.version == 4 else datapath.prefixes_v6
-        key = trie.Key()
-        key.prefixlen = network.prefixlen
-        raw = network.network_address.packed
-        for i, byte in enumerate(raw):
-            key.addr[i] = byte
-        leaf = trie.Leaf()
-        leaf.class_id = policy.class_id(rule.class_name)
-        trie[key] = leaf
+        wanted[(network.version, network.prefixlen, network.network_address.packed)] = \
+            policy.class_id(rule.class_name)
+    if written is None or not written.prefixes_known:
+        for trie in tries.values():   # whatever an earlier writer left
+            trie.clear()
+        before: dict[tuple[int, int, bytes], int] = {}
+    else:
+        before = written.prefixes
+    for entry in [e for e in before if e not in wanted]:
+        try:
+            del tries[entry[0]][_prefix_key(tries[entry[0]], entry[1], entry[2])]
+        except KeyError:
+            pass
+    for entry, class_id in wanted.items():
+        if before.get(entry) != class_id:
+            trie = tries[entry[0]]
+            leaf = trie.Leaf()
+            leaf.class_id = class_id
+            trie[_prefix_key(trie, entry[1], entry[2])] = leaf
+    if written is not None:
+        written.prefixes, written.prefixes_known = wanted, True
     return bump_generation(datapath, policy.class_id(policy.default_class))
 
 

@@ -4,7 +4,8 @@ Needs root and the netns lab.  Forwarding is measured side by side: each round
 runs iperf3 (client -> server, through the gateway) bare, with the datapath on
 all four gateway ports (marking on), and with a no-op tc program on the same
 hooks; the order rotates from round to round so a drift in the machine's load
-favours none of them.  Figures are medians over the rounds.
+favours none of them.  Figures are medians over the rounds.  The iperf3 sender
+is pinned to CPU 0 and the receiver to CPU 1 in every run (`_pinned`).
 
 - forward_ratio: datapath throughput / bare throughput of the same round.
 - forward_ratio_noop: the no-op program's, the control: how far from 1.0 the
@@ -47,8 +48,18 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "lab"))
 
 
+def _pinned(cpu: int) -> list[str]:
+    """taskset for `cpu` where the machine has a second CPU: the sender (whose CPU also
+    forwards, softirq follows the veth transmit) on one, the receiver on the other, in
+    every round.  Unpinned, where the scheduler puts the two changes from run to run and
+    throughput with it (14 to 26 Gbit/s within one run on this VM), which buries a
+    few-percent difference between configurations in noise."""
+    return ["taskset", "-c", str(cpu)] if (os.cpu_count() or 1) >= 2 else []
+
+
 def _iperf(lab, server_addr: str) -> float:
-    out = lab.run("cli", "iperf3", "-c", server_addr, "-t", str(IPERF_SECONDS), "-J", timeout=60).stdout
+    out = lab.run("cli", *_pinned(0), "iperf3", "-c", server_addr, "-t", str(IPERF_SECONDS), "-J",
+                  timeout=60).stdout
     return float(json.loads(out)["end"]["sum_received"]["bits_per_second"])
 
 
@@ -159,7 +170,8 @@ def run() -> dict:
 
         lab.up()
         datapath.enable_stats()
-        server = lab.popen("srv", "iperf3", "-s", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = lab.popen("srv", *_pinned(1), "iperf3", "-s", stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
         time.sleep(0.5)
         hooks = TcHooks(Ledger(Path(tmp.name) / "ledger.json"), netns=lab.ns("gw"))
         names = {"ingress": "anabranch_in", "egress": "anabranch_eg"}
@@ -207,6 +219,7 @@ def run() -> dict:
         figures["forward_attached_gbit"] = round(statistics.median(gbit["datapath"]) / 1e9, 2)
         figures["forward_noop_gbit"] = round(statistics.median(gbit["noop"]) / 1e9, 2)
         figures["rounds"] = ROUNDS
+        figures["iperf_cpus"] = "sender 0, receiver 1" if _pinned(0) else "unpinned (one CPU)"
         figures["per_round"] = {"gbit": {config: [round(g / 1e9, 2) for g in values]
                                          for config, values in gbit.items()},
                                 "ns_per_run": {config: [round(ns, 1) for ns in values]

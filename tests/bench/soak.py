@@ -111,6 +111,8 @@ class StateWatch:
                                  "seq": message.get("seq"),
                                  "tick_ms": daemon.get("tick_ms"), "ticks": daemon.get("ticks"),
                                  "phases_ms": daemon.get("phases_ms") or {},
+                                 "tick_cpu_ms": daemon.get("tick_cpu_ms"),
+                                 "steps_ms": daemon.get("controller_steps_ms") or {},
                                  "events_lost": datapath.get("events_lost", 0),
                                  "attached": sorted(i["name"] for i in message.get("interfaces", [])
                                                     if i.get("attached")),
@@ -515,7 +517,9 @@ class Soak:
             "fuzz": self.fuzz,
             "browser_error_samples": self.browser_errors[:5],
             # The slowest ticks with where their time went (state carries the previous tick's split).
-            "slowest_ticks": [{"tick_ms": round(s["tick_ms"], 3), "phases_ms": s["phases_ms"],
+            "slowest_ticks": [{"tick_ms": round(s["tick_ms"], 3), "tick_cpu_ms": s["tick_cpu_ms"],
+                               "phases_ms": s["phases_ms"],
+                               "controller_steps_ms": s["steps_ms"],
                                "during_fault_or_fuzz": any(a <= s["at"] <= b for a, b in self.busy)}
                               for s in sorted(samples_ticked, key=lambda s: -s["tick_ms"])[:10]],
         }

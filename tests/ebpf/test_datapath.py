@@ -342,3 +342,49 @@ def test_default_class_and_reason_for_unmatched_flows(dp):
     up(dp, v4_tcp(dport=443))
     _, values = flows(dp)
     assert (values["class_id"][0], values["class_reason"][0]) == (3, 1)
+
+
+def _policy_maps(datapath) -> dict:
+    """Every policy map's content, read back from the kernel."""
+    from anabranch.daemon import kstructs
+
+    def array(bpf_map, size):
+        return [bytes(bpf_map[bpf_map.Key(i)]) for i in range(size)]
+
+    return {
+        "classes": array(datapath.classes, kstructs.CLASS_MAX),
+        "dscp_priority": array(datapath.dscp_priority, kstructs.DSCP_MAX),
+        "port_classes": b"".join(bytes(datapath.port_classes[datapath.port_classes.Key(i)])
+                                 for i in range(65536)),
+        "prefixes": {(k.prefixlen, bytes(k.addr), v.class_id)
+                     for trie in (datapath.prefixes_v4, datapath.prefixes_v6) for k, v in trie.items()},
+    }
+
+
+def test_a_policy_written_by_difference_equals_one_written_whole(dp):
+    """The controller rewrites the maps on every rule change by difference (policy.Written):
+    the kernel must end up exactly as after a whole write of the new policy."""
+    import dataclasses
+
+    from anabranch.daemon import policy
+
+    written = policy.Written()
+    first = policy.Policy.default()
+    first.prefix_rules = [policy.PrefixRule("video", "192.0.2.0/24"), policy.PrefixRule("voice", "2001:db8::/32"),
+                          policy.PrefixRule("file", "198.51.100.0/24")]
+    policy.write_policy(dp, first, written)
+    second = policy.Policy.default()
+    second.classes = [dataclasses.replace(c, dscp=12) if c.name == "file" else c for c in second.classes]
+    second.port_rules = second.port_rules[1:] + [policy.PortRule("video", ((22, 22),), "tcp")]
+    second.prefix_rules = [policy.PrefixRule("file", "192.0.2.0/24"), policy.PrefixRule("voice", "2001:db8::/32"),
+                           policy.PrefixRule("background", "203.0.113.0/24"),
+                           policy.PrefixRule("voice", "203.0.113.0/24")]   # shadowed: the first rule wins
+    policy.write_policy(dp, second, written)
+    by_difference = _policy_maps(dp)
+    policy.write_policy(dp, second)
+    assert by_difference == _policy_maps(dp)
+    assert len(by_difference["prefixes"]) == 3
+    result = up(dp, v4_tcp(dport=5060))   # to 192.0.2.1: the prefix's new class, and its new DSCP
+    _, values = flows(dp)
+    assert (values["class_id"][0], values["class_reason"][0]) == (4, 3)
+    assert result.frame[15] >> 2 == 12

@@ -233,6 +233,8 @@ class Controller:
 
     def _history(self, result: TickResult, table, events, now, extras, datapath) -> None:
         if self.history is None:
+            if not self.options.history_path:
+                return    # no history configured: nothing is failing
             self.history = self._open_history()
             if self.history is None:
                 result.history_error = f"cannot open {self.options.history_path}"

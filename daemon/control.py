@@ -18,7 +18,7 @@ import logging
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -119,6 +119,9 @@ class Control:
         self._seeded = False
         self.override_errors = 0
         self._history_failing = False
+        # (metric, subject) -> more for a raised alert: "message" replaces the rule's summary,
+        # the rest is published with it (the predictor's expected band, for one).
+        self.alert_detail: Callable[[str, str], dict[str, Any]] | None = None
         # Where the last tick's controller time went, step by step (state.daemon.phases_ms).
         self.step_ms: dict[str, float] = {}
         self.controller.steps = tuple((name, self._timed(name, step)) for name, step in self.controller.steps)
@@ -203,9 +206,11 @@ class Control:
             raised = raised + [a for a in changes.resolved if str(a.id) not in self.book.active]
         self._seeded = True
         for alert in raised:
-            self.book.raise_alert(str(alert.id), alert.rule, alert.severity, alert.summary, alert.raised_at,
+            detail = dict(self.alert_detail(alert.metric, alert.subject)) if self.alert_detail else {}
+            message = detail.pop("message", alert.summary)
+            self.book.raise_alert(str(alert.id), alert.rule, alert.severity, message, alert.raised_at,
                                   subject=alert.subject, metric=alert.metric, value=alert.value,
-                                  threshold=alert.threshold)
+                                  threshold=alert.threshold, **detail)
         for alert in changes.resolved:
             self.book.resolve(str(alert.id), alert.resolved_at)
 

@@ -148,6 +148,20 @@ class Forecasts:
                                                                     self.anomalies.judging.tolist())
                 if judged and not name.startswith("linkclass:")}
 
+    def anomaly_detail(self, name: str) -> dict[str, Any]:
+        """What an anomaly alert on series `name` shows: the band it left and where the rate is."""
+        i = self._row(name)
+        excursion = self.anomalies.excursion(i) if i is not None else None
+        if excursion is None:
+            return {}
+        side, p10, p90 = excursion
+        actual = _num(self.series[i, -1])
+        detail = {"expected_mbit": [round(p10, 3), round(p90, 3)], "actual_mbit": actual, "side": side}
+        if actual is not None:
+            detail["message"] = (f"{name}: {actual:.2f} Mbit/s, {side} the expected {p10:.2f}-{p90:.2f} Mbit/s "
+                                 f"(p10-p90) for {ANOMALY_TICKS} s or more")
+        return detail
+
     def view(self, capacities: dict[str, float | None] | None = None) -> dict[str, Any]:
         if self.prediction is None:
             return {"available": False, "method": self.method, "classes": [], "links": [], "series": []}

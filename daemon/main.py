@@ -123,6 +123,8 @@ class Daemon:
 
         from .forecast import Forecasts
         self.forecasts = Forecasts(CLASSES, [i.name for i in self.config.interfaces if i.role == "wan"])
+        self.control.alert_detail = \
+            lambda metric, subject: self.forecasts.anomaly_detail(subject) if metric == "predict.anomaly" else {}
         self.stream = Stream(self.server, self, snapshot_every=api.snapshot_every)
         commands.register(self.server, self)
         from .links import LinkWatcher

@@ -52,6 +52,12 @@ class AnomalyDetector:
         self._streak = np.zeros(series, dtype=np.int64)
         self.active = np.zeros(series, dtype=bool)
 
+    def excursion(self, i: int) -> tuple[str, float, float] | None:
+        """Series `i`'s excursion under way: ("above" or "below", p10, p90 of the band it left)."""
+        if self._side[i] == 0:
+            return None
+        return ("above" if self._side[i] > 0 else "below", float(self._frozen[i, 0]), float(self._frozen[i, 1]))
+
     @property
     def judging(self) -> np.ndarray:
         """Per series: can its next sample be judged (a trusted band, or an excursion under way)?

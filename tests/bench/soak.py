@@ -3,6 +3,7 @@
 
     .venv/bin/python tests/bench/soak.py [--minutes 10]     (as root; `make soak`, SOAK_MINUTES)
 
+The daemon runs at its systemd unit's Nice= (read from systemd/anabranchd.service).
 What runs, all at once: the lab (tests/lab/lab.py) with the daemon on its four
 gateway ports; the demo's traffic mix plus MPTCP churn (the client's second
 subflow endpoint removed and re-added, short MPTCP connections opened); the real
@@ -56,6 +57,10 @@ PORTS = {"wan0": "wan", "wan1": "wan", "lan0": "lan", "lan1": "lan", "wan7": "wa
 # exists: its link_down alert is active throughout, and must survive the kill -9.
 ATTACHABLE = sorted(set(PORTS) - {"wan9"})
 RECOVERY_TIMEOUT_S = 30.0
+# The daemon runs at its systemd unit's Nice=, read from the unit so the two never differ.
+UNIT_NICE = int(next(line.split("=", 1)[1] for line in
+                     (REPO / "systemd" / "anabranchd.service").read_text().splitlines()
+                     if line.startswith("Nice=")))
 ZMQ_FUZZ_MESSAGES = 10_000
 
 
@@ -149,6 +154,8 @@ class Soak:
         self.restarts += 1
         log = self.folder / f"anabranchd-{self.restarts}.log"
         self.daemon = start_daemon(self.lab, self.config_path, log)
+        # As systemd would start it (`ip netns exec` execs the daemon: same pid).
+        os.setpriority(os.PRIO_PROCESS, self.daemon.process.pid, UNIT_NICE)
         self.daemon.wait_ready(90)
 
     def up(self) -> None:

@@ -38,3 +38,29 @@ def test_an_anomaly_detector_gives_no_verdict_before_it_has_a_trusted_band():
     detector.update(np.array([10.0, 10.0]), np.array([[9.0, 11.0], [9.0, 11.0]]),
                     trusted=np.array([True, False]))
     assert detector.judging.tolist() == [True, False]     # the cold-start fallback is no verdict
+
+
+def test_an_anomaly_alert_says_the_band_the_rate_left(caplog):
+    """A rate held far above what the model expected raises prediction_anomaly with the band."""
+    from anabranch.daemon.forecast import ANOMALY_TICKS, Forecasts
+
+    forecasts = Forecasts(("voice",), ["wan0"])       # the real ONNX model
+    policy = Policy(None)
+    book = AlertBook(policy)
+    control = Control(ControllerOptions.configure({}), policy, book)
+    control.alert_detail = lambda metric, subject: forecasts.anomaly_detail(subject) \
+        if metric == "predict.anomaly" else {}
+    steady = {name: 10.0 for name in forecasts.names}
+    for tick in range(70):                            # a full window at a steady 10 Mbit/s
+        forecasts.update(steady)
+    burst = dict(steady, **{"link:wan0:up": 60.0})
+    for tick in range(ANOMALY_TICKS + 2):
+        forecasts.update(burst)
+        control.tick(table([WEB]), [], T0 + tick, metrics={"predict.anomaly": forecasts.anomaly_metrics()})
+    raised = [a for a in book.listing(include_resolved=False) if a["rule"] == "prediction_anomaly"]
+    assert [a["subject"] for a in raised] == ["link:wan0:up"]
+    low, high = raised[0]["expected_mbit"]
+    assert low <= 10.0 <= high < 60.0 and raised[0]["actual_mbit"] == 60.0 and raised[0]["side"] == "above"
+    assert "60.00 Mbit/s, above the expected" in raised[0]["message"]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]   # no history configured is no failure
+    control.close()

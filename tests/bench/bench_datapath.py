@@ -12,6 +12,9 @@ is pinned to CPU 0 and the receiver to CPU 1 in every run (`_pinned`).
   measurement strays when the program does nothing.
 - prog_ns_per_pkt: the datapath's mean run time per invocation over all eight
   hooks, from the kernel's BPF statistics.
+- prog_ns_lan_per_pkt, prog_ns_wan_per_pkt: the same over the LAN hooks (which
+  return at once or only steer by DSCP) and over the WAN hooks (the whole
+  per-flow work: parse, flow lookup, counters, RTT, marking).
 - prog_ns_floor_per_pkt: the same for the no-op program: what any tc program
   costs on these hooks here (statistics overhead, cold cache lines), so the
   datapath's own share is the difference.
@@ -193,6 +196,7 @@ def run() -> dict:
 
         gbit: dict[str, list[float]] = {config: [] for config in CONFIGS}
         ns_per_run: dict[str, list[float]] = {"datapath": [], "noop": []}
+        ns_by_role: dict[str, list[float]] = {"lan": [], "wan": []}
         try:
             for round_number in range(ROUNDS):
                 turn = round_number % len(CONFIGS)
@@ -204,6 +208,12 @@ def run() -> dict:
                     hooks.detach_all()
                     if fds and (ns := _ns_per_run(before, after)) is not None:
                         ns_per_run[config].append(ns)
+                    if config == "datapath":
+                        # fds are (ingress, egress) of lan0, lan1, wan0, wan1: a LAN hook returns
+                        # early or only steers, a WAN hook does the whole per-flow work.
+                        for role, part in (("lan", slice(0, 4)), ("wan", slice(4, 8))):
+                            if (ns := _ns_per_run(before[part], after[part])) is not None:
+                                ns_by_role[role].append(ns)
         finally:
             server.kill()
             server.wait()
@@ -215,6 +225,8 @@ def run() -> dict:
                                       if ns_per_run["datapath"] else None)
         figures["prog_ns_floor_per_pkt"] = (round(statistics.median(ns_per_run["noop"]), 1)
                                             if ns_per_run["noop"] else None)
+        for role, values in ns_by_role.items():
+            figures[f"prog_ns_{role}_per_pkt"] = round(statistics.median(values), 1) if values else None
         figures["forward_bare_gbit"] = round(statistics.median(gbit["bare"]) / 1e9, 2)
         figures["forward_attached_gbit"] = round(statistics.median(gbit["datapath"]) / 1e9, 2)
         figures["forward_noop_gbit"] = round(statistics.median(gbit["noop"]) / 1e9, 2)

@@ -17,6 +17,7 @@ import numpy as np
 
 from anabranch.client import messages
 from anabranch.controller.alerts import METRICS
+from anabranch.controller.predict.operations import ClassPolicy, InvalidRequest, allocate_plan
 
 from . import kstructs
 from .server import ApiServer, Arg, Command, CommandError
@@ -306,7 +307,19 @@ class Handlers:
         demands = args["demands"]
         self._check_classes(list(demands), lambda i, n: f"args.demands.{n}")
         demands = {name: float(mbit) for name, mbit in demands.items()}
-        return self.p.forecaster.allocate(float(args["total_mbit"]), demands, self.p.policy.classes)
+        # The shaper's rule, over the policy's class settings: the answer is what shaping would do.
+        classes = {name: ClassPolicy(int(c["priority"]), float(c["min_mbit"]), c["max_mbit"])
+                   for name, c in self.p.policy.classes.items() if name in demands}
+        total = float(args["total_mbit"])
+        try:
+            plan = allocate_plan(total, demands, classes)
+        except InvalidRequest as exc:
+            raise CommandError(messages.E_INVALID, f"args.{exc}") from None
+        rows = [{"class": c.name, "rate_mbit": c.rate_mbit, "ceil_mbit": c.ceil_mbit, "priority": c.priority}
+                for c in plan.classes]
+        rows.sort(key=lambda r: -r["priority"])
+        return {"total_mbit": total, "plan": rows,
+                "spare_mbit": max(0.0, round(total - sum(r["rate_mbit"] for r in rows), 6))}
 
     def history(self, args):
         start, end = args.get("start"), args.get("end")

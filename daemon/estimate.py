@@ -1,8 +1,8 @@
-"""Answers for `predict`, `predict.batch` and `allocate`: the predictor when present, else a stand-in.
+"""Answers for `predict` and `predict.batch`: the predictor when present, else a stand-in.
 
 The stand-in forecasts each class with the harmonic mean of its last samples
-(it leans to the low ones, the safe side for shaping) and allocates by
-ARCHITECTURE.md's rule.  `load_forecaster()` prefers the ONNX predictor of
+(it leans to the low ones, the safe side for shaping).  `allocate` is the
+shaper's own rule (anabranch.controller.allocate), not a forecaster's.  `load_forecaster()` prefers the ONNX predictor of
 anabranch.controller.predict; both answer in the same shape.
 """
 
@@ -16,8 +16,6 @@ log = logging.getLogger(__name__)
 HORIZONS_S = (1, 5)
 # Samples the stand-in averages; older ones are ignored.
 WINDOW = 10
-# Priority-3 classes get this much above their predicted need (ARCHITECTURE.md).
-TOP_PRIORITY_HEADROOM = 1.2
 
 
 class Forecaster(Protocol):
@@ -25,9 +23,6 @@ class Forecaster(Protocol):
 
     def predict_batch(self, requests: list[dict[str, Any]],
                       classes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]: ...
-
-    def allocate(self, total_mbit: float, demands: dict[str, float],
-                 classes: dict[str, dict[str, Any]]) -> dict[str, Any]: ...
 
 
 def harmonic_mean(samples: list[float | None]) -> tuple[float, int]:
@@ -63,50 +58,6 @@ class HarmonicForecaster:
             answers.append(answer)
         return answers
 
-    def allocate(self, total_mbit: float, demands: dict[str, float],
-                 classes: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        return allocate(total_mbit, demands, classes)
-
-
-def allocate(total_mbit: float, demands: dict[str, float],
-             classes: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Split a link among classes by ARCHITECTURE.md's rule.
-
-    Minimums first (scaled down together if they alone exceed the link); then
-    priority 3 gets its need plus 20 % headroom, then 2 and 1 their need, each
-    capped at the class maximum; priority 0 gets what is left.  Where a level
-    wants more than remains, it shares in proportion to what each wants.
-    """
-    def cap(name: str) -> float:
-        top = classes[name]["max_mbit"]
-        return total_mbit if top is None else min(top, total_mbit)
-
-    names = list(demands)
-    floor = {n: min(classes[n]["min_mbit"], cap(n)) for n in names}
-    floors = sum(floor.values())
-    scale = min(1.0, total_mbit / floors) if floors > 0 else 1.0
-    rate = {n: floor[n] * scale for n in names}
-    left = total_mbit - sum(rate.values())
-    for priority in (3, 2, 1):
-        level = [n for n in names if classes[n]["priority"] == priority]
-        factor = TOP_PRIORITY_HEADROOM if priority == 3 else 1.0
-        want = {n: max(0.0, min(demands[n] * factor, cap(n)) - rate[n]) for n in level}
-        wanted = sum(want.values())
-        if wanted <= 0:
-            continue
-        share = min(1.0, left / wanted)
-        for n in level:
-            rate[n] += want[n] * share
-        left -= wanted * share
-    for n in (n for n in names if classes[n]["priority"] == 0):
-        extra = max(0.0, min(left, cap(n) - rate[n]))
-        rate[n] += extra
-        left -= extra
-    plan = [{"class": n, "rate_mbit": round(rate[n], 6), "ceil_mbit": cap(n),
-             "priority": classes[n]["priority"]} for n in names]
-    plan.sort(key=lambda p: -p["priority"])
-    return {"total_mbit": total_mbit, "spare_mbit": round(max(left, 0.0), 6), "plan": plan}
-
 
 def load_forecaster() -> Forecaster:
     """The ONNX predictor when its package and model are installed, else the stand-in."""
@@ -123,9 +74,6 @@ def load_forecaster() -> Forecaster:
 
         def predict_batch(self, requests, classes):
             return operations.predict_batch(predictor, requests, None)
-
-        def allocate(self, total_mbit, demands, classes):
-            return allocate(total_mbit, demands, classes)
 
     return OnnxForecaster()
 

@@ -15,6 +15,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from anabranch.controller import allocate as allocation
+
 # Longer histories are accepted and trimmed to what the model reads.
 MAX_SAMPLES = 3600
 MAX_BATCH = 4096
@@ -40,8 +42,6 @@ DEFAULT_CLASSES: dict[str, ClassPolicy] = {
     "file": ClassPolicy(1, 0.5, 30.0),
     "background": ClassPolicy(0, 0.0, 20.0),
 }
-# Priority-3 classes get this much above their predicted need (ARCHITECTURE.md).
-TOP_PRIORITY_HEADROOM = 1.2
 
 
 def _show(value: Any) -> str:
@@ -144,14 +144,11 @@ def _as_request(samples: np.ndarray) -> list:
 
 
 def allocate(total_mbit: Any, demands: Any, classes: Mapping[str, ClassPolicy] = DEFAULT_CLASSES) -> dict:
-    """Split `total_mbit` among the classes' predicted demands (Mbit/s), highest priority first.
-
-    Every class first gets its minimum (scaled down together if the minimums
-    alone exceed the total).  Then, priority by priority from the top, each
-    class is topped up to its need (priority 3 with 20 % headroom), capped at its
-    maximum; where a priority level wants more than remains, the rest is split
-    in proportion to what each wants.  What is left after the last level goes
-    to priority-0 classes up to their maximum; anything beyond is `spare_mbit`.
+    """Split `total_mbit` among the classes' predicted demands (Mbit/s) by the shaper's own
+    rule (anabranch.controller.allocate): minimums first in priority order while there
+    is room, then priority 3 its need plus 20 % headroom, 2 and 1 their need (in table
+    order within a priority), each capped at its maximum; priority 0 takes what is left
+    up to its maximum, and anything beyond is `spare_mbit`.
     """
     if not _is_number(total_mbit) or not math.isfinite(total_mbit) or total_mbit <= 0:
         raise InvalidRequest(f"total_mbit: must be a positive number, got {_show(total_mbit)}")
@@ -163,33 +160,18 @@ def allocate(total_mbit: Any, demands: Any, classes: Mapping[str, ClassPolicy] =
         if not _is_number(value) or not math.isfinite(value) or value < 0:
             raise InvalidRequest(f"demands.{name}: must be a non-negative number of Mbit/s, got {_show(value)}")
         need[name] = float(value)
-    total = float(total_mbit)
+    plan = allocate_plan(float(total_mbit), need, {n: classes[n] for n in need})
+    return {"classes": {c.name: c.rate_mbit for c in plan.classes},
+            "spare_mbit": max(0.0, round(float(total_mbit) - sum(c.rate_mbit for c in plan.classes), 6)),
+            "total_mbit": float(total_mbit)}
 
-    def ceiling(name: str) -> float:
-        top = classes[name].max_mbit
-        return total if top is None else min(top, total)
 
-    minimum = {n: min(classes[n].min_mbit, ceiling(n)) for n in need}
-    scale = min(1.0, total / sum(minimum.values())) if sum(minimum.values()) > 0 else 1.0
-    share = {n: minimum[n] * scale for n in need}
-    left = total - sum(share.values())
-
-    for priority in sorted({classes[n].priority for n in need}, reverse=True):
-        level = [n for n in need if classes[n].priority == priority]
-        factor = TOP_PRIORITY_HEADROOM if priority >= 3 else 1.0
-        want = {n: max(0.0, min(need[n] * factor, ceiling(n)) - share[n]) for n in level}
-        wanted = sum(want.values())
-        if wanted <= 0:
-            continue
-        given = min(1.0, left / wanted)
-        for n in level:
-            share[n] += want[n] * given
-        left -= wanted * given
-
-    lowest = min((classes[n].priority for n in need), default=0)
-    if lowest == 0 and left > 0:
-        for n in (n for n in need if classes[n].priority == 0):
-            extra = min(left, ceiling(n) - share[n])
-            share[n] += max(extra, 0.0)
-            left -= max(extra, 0.0)
-    return {"classes": share, "spare_mbit": max(left, 0.0), "total_mbit": total}
+def allocate_plan(total_mbit: float, needs: Mapping[str, float], classes: Mapping[str, ClassPolicy]):
+    """The shaper's LinkPlan for `classes` (name -> ClassPolicy, in table order) on a link of
+    `total_mbit`; InvalidRequest when the link is too small for the classes' HTB floors."""
+    table = tuple(allocation.TrafficClass(name, i + 1, policy.priority, policy.min_mbit, policy.max_mbit, 0)
+                  for i, (name, policy) in enumerate(classes.items()))
+    try:
+        return allocation.allocate(total_mbit, needs, table)
+    except ValueError as exc:
+        raise InvalidRequest(f"total_mbit: {exc}") from None

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from anabranch.controller.allocate import FLOOR_MBIT
 from anabranch.controller.predict.operations import (DEFAULT_CLASSES, InvalidRequest, allocate,
                                                       predict_batch, predict_class)
 
@@ -107,10 +108,20 @@ def test_allocation_splits_a_short_level_in_proportion_and_starves_lower_ones_to
     assert shares == {"video": pytest.approx(48.0), "interactive": pytest.approx(1.5), "file": pytest.approx(0.5)}
 
 
-def test_allocation_scales_minimums_down_when_they_alone_exceed_the_total():
-    # Minimums 5 (capped at the 3 Mbit/s link) and 1, scaled by 3 / 4.
+def test_allocation_grants_minimums_in_priority_order_while_there_is_room():
+    # The shaper's rule: video (priority 3) takes its minimum of 5, capped at the 3 Mbit/s
+    # link, before interactive (2); interactive keeps only HTB's floor.
     plan = allocate(3.0, {"video": 10.0, "interactive": 10.0})
-    assert plan["classes"] == {"video": pytest.approx(2.25), "interactive": pytest.approx(0.75)}
+    assert plan["classes"] == {"video": pytest.approx(3.0 - FLOOR_MBIT), "interactive": pytest.approx(FLOOR_MBIT)}
+
+
+def test_allocation_is_the_shapers_own():
+    from anabranch.controller.allocate import DEFAULT_CLASSES as SHAPER_CLASSES
+    from anabranch.controller.allocate import allocate as shaper_allocate
+
+    needs = {"voice": 0.4, "video": 31.0, "interactive": 12.0, "file": 40.0, "background": 9.0}
+    shaped = shaper_allocate(60.0, needs, SHAPER_CLASSES)
+    assert allocate(60.0, needs)["classes"] == {c.name: c.rate_mbit for c in shaped.classes}
 
 
 def test_allocation_leaves_spare_when_every_class_is_capped():

@@ -285,7 +285,7 @@ def test_allocate_serves_priority_three_first_with_headroom(served):
     assert plan["voice"]["rate_mbit"] == pytest.approx(1.2)
     assert plan["video"]["rate_mbit"] == pytest.approx(12.0)
     assert sum(p["rate_mbit"] for p in reply["plan"]) <= 20 + 1e-9
-    assert plan["background"]["rate_mbit"] == pytest.approx(0.0)
+    assert plan["background"]["rate_mbit"] <= 0.01     # HTB's floor: nothing is left for priority 0
 
 
 def test_allocate_errors(served):

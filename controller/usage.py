@@ -89,6 +89,17 @@ class QuotaEvent:
     ts: float
 
 
+def host_side(keys: np.ndarray) -> np.ndarray:
+    """Per flow key: is its LAN-side address one host's?  Not for multicast, broadcast or
+    unspecified addresses (IPv6 neighbour discovery to ff02::2, DHCP to 255.255.255.255):
+    their bytes are nobody's usage."""
+    addr = keys["lan_addr"]
+    v4 = keys["family"] == 4
+    unspecified = ~addr[:, :16].any(axis=1) & ~v4 | ~addr[:, :4].any(axis=1) & v4
+    group = np.where(v4, addr[:, 0] >= 224, addr[:, 0] == 0xFF)   # 224/4 multicast, 240/4 and broadcast
+    return ~(group | unspecified)
+
+
 def periods(now: float, tz_offset_s: int) -> tuple[str, str]:
     local = dt.datetime.fromtimestamp(now + tz_offset_s, tz=dt.timezone.utc)
     return local.strftime("%Y-%m-%d"), local.strftime("%Y-%m")
@@ -154,7 +165,7 @@ class UsageMeter:
         if month != self.month:
             self.month, self.month_bytes[:] = month, 0
         self.tick_bytes[:] = 0
-        moved = np.flatnonzero(delta.sum(axis=1) > 0)
+        moved = np.flatnonzero((delta.sum(axis=1) > 0) & host_side(table.keys))
         if len(moved):
             keys = table.keys[moved]
             host_keys = np.zeros(len(moved), dtype=[("family", "u1"), ("addr", "u1", 16)])

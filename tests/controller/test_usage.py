@@ -25,6 +25,18 @@ def test_bytes_per_host_for_ipv4_and_ipv6_from_counter_deltas():
     assert hosts["192.168.1.10"].tick_bytes == [100, 1000]
 
 
+def test_multicast_broadcast_and_unspecified_addresses_are_no_hosts():
+    meter = UsageMeter()
+    noise = [{"lan": "ff02::2", "remote": "fe80::1", "bytes": (0, 0)},
+             {"lan": "255.255.255.255", "rport": 67, "bytes": (0, 0)},
+             {"lan": "239.255.255.250", "rport": 1900, "bytes": (0, 0)},
+             {"lan": "0.0.0.0", "rport": 67, "bytes": (0, 0)}]
+    meter.update(table(flows(100, 1000) + noise), T0)
+    moved = [dict(f, bytes=(500, 500)) for f in noise]
+    meter.update(table(flows(150, 1500) + moved), T0 + 1)
+    assert set(meter.hosts) == {"192.168.1.10"}
+
+
 def test_days_and_months_roll_over_at_local_midnight():
     assert periods(T0, 0) == ("2025-12-31", "2025-12")
     assert periods(T0, 3600) == ("2026-01-01", "2026-01")

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--kinds", default="hybrid",
                        help="comma-separated architectures to train and select among "
-                            "(hybrid, mlp, gru, lstm, tcn); the default is the one selected")
+                            "(hybrid, ensemble, scales, mlp, gru, lstm, tcn); the default is the one selected")
     train.add_argument("--steps", type=int, default=None, help="optimiser steps per architecture")
     train.add_argument("--threads", type=int, default=2, help="torch threads (the machine is shared)")
 

@@ -174,18 +174,19 @@ def head_outputs(head: str) -> int:
 class RateNetwork(nn.Module):
     """kind: gru | lstm (recurrent over the window), tcn (dilated causal convolutions), mlp,
     hybrid (an MLP over the whole window beside a small GRU over its newest RECURRENT_SPAN ticks),
-    or scales (an ensemble of `members` MLPs over the window and its multi-scale statistics,
-    whose quantiles are averaged)."""
+    scales (an ensemble of `members` MLPs over the window and its multi-scale statistics,
+    whose quantiles are averaged), or ensemble (as scales, each member also reading the last
+    state of one shared GRU over the newest RECURRENT_SPAN ticks)."""
 
     def __init__(self, kind: str = "gru", hidden: int = 32, window: int = 30, members: int = 1,
                  head: str = "gate"):
         super().__init__()
         self.kind, self.hidden, self.window, self.head_kind = kind, hidden, window, head
-        self.members = members if kind == "scales" else 1
+        self.members = members if kind in ("scales", "ensemble") else 1
         outputs = head_outputs(head)
-        if head == "anchors" and kind not in ("hybrid", "scales"):
-            raise ValueError(f"the anchors head needs the window statistics of hybrid or scales, not {kind!r}")
-        if head == "anchors" or kind == "scales":
+        if head == "anchors" and kind not in ("hybrid", "scales", "ensemble"):
+            raise ValueError(f"the anchors head needs the window statistics of hybrid, scales or ensemble, not {kind!r}")
+        if head == "anchors" or kind in ("scales", "ensemble"):
             self.register_buffer("spans", span_masks(window))
         if kind == "gru":
             self.body = nn.GRU(FEATURES, hidden, batch_first=True)
@@ -209,17 +210,27 @@ class RateNetwork(nn.Module):
         elif kind == "scales":
             self.block = MemberBlock(FEATURES * window + scale_statistics_width(), hidden, self.members, head)
             return
+        elif kind == "ensemble":
+            # The GRU is most of the graph's run time, so the members share one
+            # and only the cheap MLPs are repeated.
+            self.recurrent = nn.GRU(FEATURES, RECURRENT_HIDDEN, batch_first=True)
+            self.block = MemberBlock(FEATURES * window + scale_statistics_width() + RECURRENT_HIDDEN,
+                                     hidden, self.members, head)
+            return
         else:
-            raise ValueError(f"network kind must be gru, lstm, tcn, mlp, hybrid or scales, got {kind!r}")
+            raise ValueError(f"network kind must be gru, lstm, tcn, mlp, hybrid, scales or ensemble, got {kind!r}")
         self.head = nn.Linear(hidden, outputs)
 
     def forward_members(self, rates: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Each member's quantiles [members, n, 2, 3] in Mbit/s (training scores every member)."""
         x, level = features(rates, valid)
-        if self.kind == "scales":
+        if self.kind in ("scales", "ensemble"):
             statistics, anchors = scale_statistics(x, self.spans)
-            joined = torch.cat([x.flatten(1), statistics], dim=1)
-            return self.block(joined, anchors) * level[None, :, :, None]
+            parts = [x.flatten(1), statistics]
+            if self.kind == "ensemble":
+                states, _ = self.recurrent(x[:, -RECURRENT_SPAN:])
+                parts.append(states[:, -1])
+            return self.block(torch.cat(parts, dim=1), anchors) * level[None, :, :, None]
         if self.kind in ("gru", "lstm"):
             states, _ = self.body(x)
             summary = states[:, -1]

@@ -35,7 +35,7 @@ CARD_FILE = "model.json"
 class TrainConfig:
     kinds: tuple[str, ...] = ("hybrid",)
     hidden: int = 64
-    # Members of a `scales` ensemble (other kinds are one network).
+    # Members of a `scales` or `ensemble` network (other kinds are one network).
     members: int = 1
     # How the median is formed: "gate" (last sample vs a learned level) or
     # "anchors" (a learned mix of the last sample, recent means and a learned level).
@@ -457,6 +457,9 @@ def describe_network(kind: str, members: int = 1, head: str = "gate") -> dict:
         "tcn": "dilated causal convolutions over the window",
         "scales": f"ensemble of {members} MLPs (features x window + window statistics -> 4*hidden -> hidden), "
                   f"each trained on its own; their quantiles are averaged",
+        "ensemble": f"ensemble of {members} MLPs (features x window + window statistics + the last state of one "
+                    f"shared GRU ({RECURRENT_HIDDEN} units) over the newest {RECURRENT_SPAN} ticks -> 4*hidden -> "
+                    f"hidden), each scored on its own; their quantiles are averaged",
     }[kind]
     heads = {
         "gate": "per horizon: median = gate * last sample + (1 - gate) * learned level; "
@@ -466,9 +469,9 @@ def describe_network(kind: str, members: int = 1, head: str = "gate") -> dict:
                    "p10 and p90 built outward from it (ordered, non-negative)",
     }
     described = {"layout": layout, "head_kind": head, "head": heads[head]}
-    if kind == "scales":
+    if kind in ("scales", "ensemble"):
         described["members"] = members
-    if kind == "scales" or head == "anchors":
+    if kind in ("scales", "ensemble") or head == "anchors":
         described["window_statistics"] = (
             f"over the newest k ticks for k in {list(SCALES)}: mean ratio, share of valid ticks, standard "
             "deviation of the ratio, log mean, log max and log min; ticks since the newest change (capped at 10)")

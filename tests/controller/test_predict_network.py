@@ -48,7 +48,8 @@ def test_every_kind_and_head_gives_ordered_non_negative_quantiles():
     rates[0] = 0.0
     valid = torch.ones(16, 60)
     valid[1, :50] = 0.0
-    for kind, head, members in [("hybrid", "anchors", 1), ("hybrid", "gate", 1), ("scales", "anchors", 2)]:
+    for kind, head, members in [("hybrid", "anchors", 1), ("hybrid", "gate", 1), ("scales", "anchors", 2),
+                                ("ensemble", "anchors", 2)]:
         net = RateNetwork(kind, 16, 60, members, head).eval()
         q = net(rates, valid).detach()
         assert q.shape == (16, 2, 3)

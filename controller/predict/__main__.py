@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="comma-separated architectures to train and select among "
                             "(hybrid, ensemble, scales, mlp, gru, lstm, tcn); the default is the one selected")
     train.add_argument("--steps", type=int, default=None, help="optimiser steps per architecture")
-    train.add_argument("--threads", type=int, default=2, help="torch threads (the machine is shared)")
+    train.add_argument("--threads", type=int, default=1,
+                       help="torch threads (1, as the committed model was trained: float sums depend on it)")
 
     evaluate = commands.add_parser("evaluate", help="score the model and the baselines on a folder of traces")
     evaluate.add_argument("--traces", type=Path, required=True, help="folder with one subfolder of CSVs per source")

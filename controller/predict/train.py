@@ -58,7 +58,7 @@ class TrainConfig:
     median_weight: float = 3.0
     eval_every: int = 1000
     seed: int = 0
-    threads: int = 2
+    threads: int = 1
     # Share of training windows given random missed ticks, and the chance of
     # each tick being missed in them: the runtime fills gaps before the model.
     gap_windows: float = 0.1

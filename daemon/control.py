@@ -145,8 +145,13 @@ class Control:
     # -- the tick -------------------------------------------------------------------------
     def tick(self, table: FlowTable, events: list, now: float, health: DatapathHealth | None = None,
              metrics: dict[str, dict[str, float]] | None = None) -> TickResult:
+        started = time.perf_counter()
         self._sync_policy()
-        result = self.controller.tick(table, events, now, extras_of(table), health, metrics)
+        extras = extras_of(table)
+        self.step_ms["inputs"] = round((time.perf_counter() - started) * 1000, 3)
+        started = time.perf_counter()
+        result = self.controller.tick(table, events, now, extras, health, metrics)
+        self.step_ms["tick"] = round((time.perf_counter() - started) * 1000, 3)
         self.result, self.table = result, table
         if bool(result.history_error) != self._history_failing:
             # Once per change, not per tick: a full disk must not also flood the journal.
@@ -156,7 +161,9 @@ class Control:
                           result.history_error)
             else:
                 log.info("history: writing again")
+        started = time.perf_counter()
         self._book_alerts(result)
+        self.step_ms["alert_book"] = round((time.perf_counter() - started) * 1000, 3)
         if self.datapath is not None:
             started = time.perf_counter()
             self._write_kernel(table, result)

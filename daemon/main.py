@@ -90,6 +90,7 @@ class Daemon:
         self.controller_ms = 0.0
         self.phases_ms: dict[str, float] = {}
         self.steps_ms: dict[str, float] = {}      # the controller phase, step by step
+        self._steps_this_tick: dict[str, float] = {}
         self._gc_started = 0.0
         self._gc_ms = 0.0                         # spent collecting garbage this tick
         self._errors_prev: dict[str, int] = {}
@@ -359,6 +360,7 @@ class Daemon:
         self.phases_ms = {name: round((b - a) * 1000, 3) for name, a, b in
                           zip(("sweep", "controller", "shaping", "publish"), marks, marks[1:])}
         self.phases_ms["gc"] = round(self._gc_ms, 3)   # inside the phases above, not besides them
+        self.steps_ms = self._steps_this_tick
         self._gc_ms = 0.0
         self.ticks += 1
         self.tick_ms = (time.perf_counter() - started) * 1000
@@ -391,6 +393,7 @@ class Daemon:
             links_down={i.name: 0.0 if i.name in by_name and self.oper_up.get(i.name, True) else 1.0
                         for i in wan})
         anomalies = {"predict.anomaly": self.forecasts.anomaly_metrics()} if self.forecasts else None
+        inputs_ms = (time.perf_counter() - started) * 1000
         try:
             result = self.control.tick(self.table, self.events, time.time(), health, anomalies)
         except Exception:  # a controller bug must not stop counting, shaping and the API
@@ -406,9 +409,10 @@ class Daemon:
             except Exception:
                 log.exception("prediction failed; the allocation uses measured rates")
         self.controller_ms = (time.perf_counter() - started) * 1000
-        if self.control is not None:
-            self.steps_ms = dict(self.control.step_ms)
-        self.steps_ms["predict"] = round((time.perf_counter() - predict_started) * 1000, 3)
+        # Published with the tick's phases, at the end of the tick (state carries the last whole tick).
+        self._steps_this_tick = dict(self.control.step_ms) if self.control is not None else {}
+        self._steps_this_tick["predict"] = round((time.perf_counter() - predict_started) * 1000, 3)
+        self._steps_this_tick["daemon_inputs"] = round(inputs_ms, 3)
 
     def _drain_events(self) -> None:
         from .events import decode_all

@@ -104,3 +104,38 @@ def test_two_ticks_in_one_second_keep_both_rows(tmp_path):
     rows = history.series(1_795_000_000, 1_795_000_010, level=0)
     assert [t for t, *_ in rows] == [1_795_000_000, 1_795_000_001, 1_795_000_002]
     history.close()
+
+
+def test_a_minute_summed_while_written_equals_the_average_of_its_rows(tmp_path):
+    """One instance averages a minute it saw whole from memory; one reopened every tick
+    averages it in SQL: the minute level must hold the same rows either way."""
+    import random
+
+    rng = random.Random(7)
+    ticks = []
+    for i in range(4 * 60 + 5):
+        points = [Point("class", c, "up_bps", rng.uniform(0, 1e6)) for c in ("voice", "video")]
+        points += [Point("host", f"10.0.0.{k}", "bytes_down", float(rng.randrange(10_000))) for k in range(3)]
+        if i % 7 == 0:
+            points.append(Point("link", "wan0", "rtt_p50_ms", float("nan")))   # no value, as AVG sees it
+        if i % 11 == 0:
+            points.append(Point("connection", "beef", "subflows", 2.0))          # only some seconds
+        ticks.append((T0 + 30 + i, points))
+    kept = History(tmp_path / "kept.sqlite")
+    for t, points in ticks:
+        kept.write(t, points)
+    reopened_path = tmp_path / "reopened.sqlite"
+    for t, points in ticks:
+        reopened = History(reopened_path)
+        reopened.write(t, points)
+        reopened.close()
+    reopened = History(reopened_path)
+
+    def minutes(h):
+        return [(t, kind, subject, metric, None if v is None else round(v, 6))
+                for t, kind, subject, metric, v in h.series(T0, T0 + 3600, level=1)]
+
+    assert len(minutes(kept)) >= 3 * 6
+    assert minutes(kept) == minutes(reopened)
+    kept.close()
+    reopened.close()

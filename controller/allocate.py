@@ -59,6 +59,11 @@ class LinkPlan:
     def by_name(self) -> dict[str, ClassAllocation]:
         return {c.name: c for c in self.classes}
 
+    @property
+    def spare_mbit(self) -> float:
+        """What no class is guaranteed (priority 0 classes already took theirs)."""
+        return max(0.0, round(self.link_mbit - sum(c.rate_mbit for c in self.classes), 6))
+
 
 def allocate(link_mbit: float, needs: Mapping[str, float],
              classes: tuple[TrafficClass, ...] = DEFAULT_CLASSES,

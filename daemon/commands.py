@@ -318,8 +318,7 @@ class Handlers:
         rows = [{"class": c.name, "rate_mbit": c.rate_mbit, "ceil_mbit": c.ceil_mbit, "priority": c.priority}
                 for c in plan.classes]
         rows.sort(key=lambda r: -r["priority"])
-        return {"total_mbit": total, "plan": rows,
-                "spare_mbit": max(0.0, round(total - sum(r["rate_mbit"] for r in rows), 6))}
+        return {"total_mbit": total, "plan": rows, "spare_mbit": plan.spare_mbit}
 
     def history(self, args):
         start, end = args.get("start"), args.get("end")

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,6 +42,16 @@ log = logging.getLogger(__name__)
 # The kernel's class ids: the controller's class order, from 1 (0 is "unclassified").
 CLASS_IDS = {name: i + 1 for i, name in enumerate(CLASSES)}
 PROTO_TEXT = {0: "any", socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}
+
+
+@contextmanager
+def timing(store: dict[str, float], name: str):
+    """Milliseconds the block took, into store[name] (the tick's split in state.daemon)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        store[name] = round((time.perf_counter() - started) * 1000, 3)
 
 
 def api_rule(rule: dict[str, Any]) -> Rule:
@@ -128,11 +139,8 @@ class Control:
 
     def _timed(self, name: str, step):
         def run(*args):
-            started = time.perf_counter()
-            try:
+            with timing(self.step_ms, name):
                 step(*args)
-            finally:
-                self.step_ms[name] = round((time.perf_counter() - started) * 1000, 3)
         return run
 
     def close(self) -> None:
@@ -145,13 +153,11 @@ class Control:
     # -- the tick -------------------------------------------------------------------------
     def tick(self, table: FlowTable, events: list, now: float, health: DatapathHealth | None = None,
              metrics: dict[str, dict[str, float]] | None = None) -> TickResult:
-        started = time.perf_counter()
-        self._sync_policy()
-        extras = extras_of(table)
-        self.step_ms["inputs"] = round((time.perf_counter() - started) * 1000, 3)
-        started = time.perf_counter()
-        result = self.controller.tick(table, events, now, extras, health, metrics)
-        self.step_ms["tick"] = round((time.perf_counter() - started) * 1000, 3)
+        with timing(self.step_ms, "inputs"):
+            self._sync_policy()
+            extras = extras_of(table)
+        with timing(self.step_ms, "tick"):
+            result = self.controller.tick(table, events, now, extras, health, metrics)
         self.result, self.table = result, table
         if bool(result.history_error) != self._history_failing:
             # Once per change, not per tick: a full disk must not also flood the journal.
@@ -161,13 +167,11 @@ class Control:
                           result.history_error)
             else:
                 log.info("history: writing again")
-        started = time.perf_counter()
-        self._book_alerts(result)
-        self.step_ms["alert_book"] = round((time.perf_counter() - started) * 1000, 3)
+        with timing(self.step_ms, "alert_book"):
+            self._book_alerts(result)
         if self.datapath is not None:
-            started = time.perf_counter()
-            self._write_kernel(table, result)
-            self.step_ms["kernel_maps"] = round((time.perf_counter() - started) * 1000, 3)
+            with timing(self.step_ms, "kernel_maps"):
+                self._write_kernel(table, result)
         return result
 
     def _sync_policy(self) -> None:

@@ -375,6 +375,7 @@ class Daemon:
         from anabranch.controller.paths import LinkSpec
         from anabranch.controller.tick import DatapathHealth
 
+        from .control import timing
         started = time.perf_counter()
         errors = self.datapath.error_counts()
         deltas = {k: max(0, v - self._errors_prev.get(k, 0)) for k, v in errors.items()}
@@ -393,26 +394,24 @@ class Daemon:
             links_down={i.name: 0.0 if i.name in by_name and self.oper_up.get(i.name, True) else 1.0
                         for i in wan})
         anomalies = {"predict.anomaly": self.forecasts.anomaly_metrics()} if self.forecasts else None
-        inputs_ms = (time.perf_counter() - started) * 1000
+        steps: dict[str, float] = {"daemon_inputs": round((time.perf_counter() - started) * 1000, 3)}
         try:
             result = self.control.tick(self.table, self.events, time.time(), health, anomalies)
         except Exception:  # a controller bug must not stop counting, shaping and the API
             log.exception("controller tick failed; flows keep their previous classes")
             result = None
-        predict_started = time.perf_counter()
-        if result is not None and self.forecasts is not None:
-            try:
-                from anabranch.controller.classify import CLASSES
-                self.forecasts.update(self.forecasts.samples(
-                    self.table, result.classification.class_index, CLASSES,
-                    {name: idx for idx, name in self.iface_names.items() if name in self.forecasts.links}))
-            except Exception:
-                log.exception("prediction failed; the allocation uses measured rates")
+        with timing(steps, "predict"):
+            if result is not None and self.forecasts is not None:
+                try:
+                    from anabranch.controller.classify import CLASSES
+                    self.forecasts.update(self.forecasts.samples(
+                        self.table, result.classification.class_index, CLASSES,
+                        {name: idx for idx, name in self.iface_names.items() if name in self.forecasts.links}))
+                except Exception:
+                    log.exception("prediction failed; the allocation uses measured rates")
         self.controller_ms = (time.perf_counter() - started) * 1000
         # Published with the tick's phases, at the end of the tick (state carries the last whole tick).
-        self._steps_this_tick = dict(self.control.step_ms) if self.control is not None else {}
-        self._steps_this_tick["predict"] = round((time.perf_counter() - predict_started) * 1000, 3)
-        self._steps_this_tick["daemon_inputs"] = round(inputs_ms, 3)
+        self._steps_this_tick = {**self.control.step_ms, **steps}
 
     def _drain_events(self) -> None:
         from .events import decode_all

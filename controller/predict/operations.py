@@ -162,7 +162,7 @@ def allocate(total_mbit: Any, demands: Any, classes: Mapping[str, ClassPolicy] =
         need[name] = float(value)
     plan = allocate_plan(float(total_mbit), need, {n: classes[n] for n in need})
     return {"classes": {c.name: c.rate_mbit for c in plan.classes},
-            "spare_mbit": max(0.0, round(float(total_mbit) - sum(c.rate_mbit for c in plan.classes), 6)),
+            "spare_mbit": plan.spare_mbit,
             "total_mbit": float(total_mbit)}
 
 

@@ -56,7 +56,7 @@ class History:
         # every second of it in the tick that ends the minute.
         self._sums: dict[tuple[str, str, str], list[float]] = {}
         self._sums_minute: int | None = None
-        self._sums_whole = False          # this process wrote that minute from its start
+        self._first_minute: int | None = None   # this process began in it: its sums are partial
         self._finished: tuple[int, dict[tuple[str, str, str], list[float]]] | None = None
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         # Freed pages go back to the file system on trim (takes effect for a new file only).
@@ -149,10 +149,11 @@ class History:
         minute = t - t % LEVELS[1][0]
         if minute == self._sums_minute:
             return
-        whole = self._sums_minute is not None and self._sums_whole and minute > self._sums_minute
+        if self._first_minute is None:
+            self._first_minute = minute
+        # Only a minute this process saw begin has whole sums.
+        whole = self._sums_minute is not None and self._sums_minute > self._first_minute
         self._finished = (self._sums_minute, self._sums) if whole else None
-        # A minute this process saw begin (it wrote a tick in an earlier one) is whole.
-        self._sums_whole = self._sums_minute is not None and minute > self._sums_minute
         self._sums, self._sums_minute = {}, minute
 
     def _sum(self, points: list[Point]) -> None:
@@ -191,7 +192,8 @@ class History:
                     (level, step, step, level - 1, done, bucket, step))
             self._set_meta(f"done:{level}", str(bucket))
             minute_done = minute_done or level == 1
-            self.db.execute("DELETE FROM series WHERE level = ? AND t < ?", (level - 1, t - source_keep))
+            if level - 1 > 0:   # seconds (level 0) are pruned by every tick's write
+                self.db.execute("DELETE FROM series WHERE level = ? AND t < ?", (level - 1, t - source_keep))
             if level == 2:
                 self.db.execute("DELETE FROM series WHERE level = 2 AND t < ?", (t - keep,))
                 self.db.execute("DELETE FROM alerts WHERE resolved_at < ?", (t - keep,))

@@ -158,7 +158,6 @@ class Written:
 
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     prefixes: dict[tuple[int, int, bytes], int] = field(default_factory=dict)  # (version, len, net) -> class
-    prefixes_known: bool = False   # False until the first write: the tries hold someone else's entries
 
 
 def _write_array(bpf_map, name: str, values: np.ndarray, written: Written | None) -> None:
@@ -199,6 +198,8 @@ def write_policy(datapath, policy: Policy, written: Written | None = None) -> in
             if policy.mark_priority and dscp_priority[c.dscp] == 0:
                 dscp_priority[c.dscp] = classid
         entry["flags"] = flags
+    # Before its first write the tries hold whatever an earlier writer left: clear them then.
+    first = written is None or not written.arrays
     _write_array(datapath.classes, "classes", classes, written)
     _write_array(datapath.dscp_priority, "dscp_priority", dscp_priority, written)
     _write_array(datapath.port_classes, "port_classes", policy.port_table(), written)
@@ -209,8 +210,8 @@ def write_policy(datapath, policy: Policy, written: Written | None = None) -> in
         network = ipaddress.ip_network(rule.prefix, strict=False)
         wanted[(network.version, network.prefixlen, network.network_address.packed)] = \
             policy.class_id(rule.class_name)
-    if written is None or not written.prefixes_known:
-        for trie in tries.values():   # whatever an earlier writer left
+    if first:
+        for trie in tries.values():
             trie.clear()
         before: dict[tuple[int, int, bytes], int] = {}
     else:
@@ -227,7 +228,7 @@ def write_policy(datapath, policy: Policy, written: Written | None = None) -> in
             leaf.class_id = class_id
             trie[_prefix_key(trie, entry[1], entry[2])] = leaf
     if written is not None:
-        written.prefixes, written.prefixes_known = wanted, True
+        written.prefixes = wanted
     return bump_generation(datapath, policy.class_id(policy.default_class))
 
 

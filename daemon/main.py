@@ -19,6 +19,7 @@ import functools
 import gc
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -66,6 +67,8 @@ class Daemon:
         self.records = FlowRecords()
         self.tick_ms = 0.0
         self.tick_cpu_ms = 0.0
+        self.tick_faults = 0
+        self.tick_preemptions = 0
         self.ticks = 0
         self.iface_names: dict[int, str] = {}
         self.pending: list[str] = []
@@ -338,6 +341,7 @@ class Daemon:
     def tick(self) -> None:
         started = time.perf_counter()
         cpu_started = time.thread_time()
+        usage_started = resource.getrusage(resource.RUSAGE_THREAD)
         marks = [started]
         if self.pending and self.ticks % 10 == 0:
             self._attach_pending()  # a safety net: link events normally do this at once
@@ -367,6 +371,11 @@ class Daemon:
         # On the CPU, against tick_ms on the clock: a tick much longer than its CPU time
         # waited for a CPU (other processes), not for its own work.
         self.tick_cpu_ms = (time.thread_time() - cpu_started) * 1000
+        # And why the CPU time itself may be long: page faults (memory handed back
+        # and taken again) and preemptions (other work on the same CPU).
+        usage = resource.getrusage(resource.RUSAGE_THREAD)
+        self.tick_faults = usage.ru_minflt - usage_started.ru_minflt + usage.ru_majflt - usage_started.ru_majflt
+        self.tick_preemptions = usage.ru_nivcsw - usage_started.ru_nivcsw
         self.notifier.watchdog()
         if self.ticks % 10 == 0:
             self.notifier.status(self._status_line())
@@ -509,6 +518,7 @@ class Daemon:
                        "uptime_s": round(time.monotonic() - self.started_mono, 1),
                        "tick_s": self.config.daemon.tick_s,
                        "tick_ms": round(self.tick_ms, 3), "tick_cpu_ms": round(self.tick_cpu_ms, 3),
+                       "tick_faults": self.tick_faults, "tick_preemptions": self.tick_preemptions,
                        "ticks": self.ticks,
                        "controller_ms": round(self.controller_ms, 3), "phases_ms": self.phases_ms,
                        "controller_steps_ms": self.steps_ms},

@@ -117,6 +117,9 @@ class StateWatch:
                                  "tick_ms": daemon.get("tick_ms"), "ticks": daemon.get("ticks"),
                                  "phases_ms": daemon.get("phases_ms") or {},
                                  "tick_cpu_ms": daemon.get("tick_cpu_ms"),
+                                 "tick_faults": daemon.get("tick_faults"),
+                                 "tick_preemptions": daemon.get("tick_preemptions"),
+                                 "flows": (message.get("totals") or {}).get("flows"),
                                  "steps_ms": daemon.get("controller_steps_ms") or {},
                                  "events_lost": datapath.get("events_lost", 0),
                                  "attached": sorted(i["name"] for i in message.get("interfaces", [])
@@ -509,6 +512,10 @@ class Soak:
             "rss_growth_pct": round((end - base) / base * 100, 2) if base and end else None,
             "tick_p50_ms": round(median, 3) if median is not None else None,
             "tick_max_ms": round(max(ticks), 3) if ticks else None,
+            # What a typical tick saw, to read the slowest ticks against.
+            "tick_typical": {key: statistics.median(s[key] for s in samples_ticked if s[key] is not None)
+                             for key in ("tick_cpu_ms", "tick_faults", "tick_preemptions", "flows")
+                             if any(s[key] is not None for s in samples_ticked)},
             "tick_p99_ms": round(float(sorted(ticks)[int(0.99 * (len(ticks) - 1))]), 3) if ticks else None,
             "ticks_over_2x_median": sum(1 for t in ticks if median and t > 2 * median),
             # The same outside the fuzzing and the restart (what steady traffic costs).
@@ -525,7 +532,8 @@ class Soak:
             "browser_error_samples": self.browser_errors[:5],
             # The slowest ticks with where their time went (state carries the previous tick's split).
             "slowest_ticks": [{"tick_ms": round(s["tick_ms"], 3), "tick_cpu_ms": s["tick_cpu_ms"],
-                               "phases_ms": s["phases_ms"],
+                               "tick_faults": s["tick_faults"], "tick_preemptions": s["tick_preemptions"],
+                               "flows": s["flows"], "phases_ms": s["phases_ms"],
                                "controller_steps_ms": s["steps_ms"],
                                "during_fault_or_fuzz": any(a <= s["at"] <= b for a, b in self.busy)}
                               for s in sorted(samples_ticked, key=lambda s: -s["tick_ms"])[:10]],

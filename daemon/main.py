@@ -22,6 +22,7 @@ import os
 import resource
 import signal
 import sys
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -68,6 +69,7 @@ class Daemon:
         self.tick_ms = 0.0
         self.tick_cpu_ms = 0.0
         self.tick_faults = 0
+        self.tick_thread: int | None = None   # the thread that runs the tick, once running
         self.tick_preemptions = 0
         self.ticks = 0
         self.iface_names: dict[int, str] = {}
@@ -308,6 +310,8 @@ class Daemon:
         # make, instead of pausing a tick for tens of milliseconds.
         gc.collect()
         gc.freeze()
+        self.tick_thread = threading.get_ident()
+        self._schedule_tick()
         try:
             period = self.config.daemon.tick_s
             next_tick = time.monotonic()
@@ -324,6 +328,21 @@ class Daemon:
                     self._reload()
         finally:
             self.stop()
+
+    def _schedule_tick(self) -> None:
+        """Run this thread (the tick's) at daemon.realtime_priority under SCHED_RR, or
+        back under the normal scheduler at 0.  Only after start-up, so BCC's compile
+        never holds a CPU at real-time priority; threads and children started later
+        get the normal scheduler (SCHED_RESET_ON_FORK)."""
+        priority = self.config.daemon.realtime_priority
+        try:
+            if priority:
+                os.sched_setscheduler(0, os.SCHED_RR | os.SCHED_RESET_ON_FORK, os.sched_param(priority))
+            elif os.sched_getscheduler(0) != os.SCHED_OTHER:
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        except OSError as exc:
+            log.warning("daemon.realtime_priority = %d: %s; the tick keeps the normal scheduler "
+                        "(the unit's LimitRTPRIO= must allow the priority)", priority, exc.strerror)
 
     def _on_stop_signal(self, signum, frame) -> None:
         self.stopping = True
@@ -547,6 +566,8 @@ class Daemon:
         """Re-read the TOML (the `config.reload` command); raises ConfigError and keeps the old one."""
         fresh = config_mod.load(self.config.source)
         self.config = fresh
+        if threading.get_ident() == self.tick_thread:
+            self._schedule_tick()
         if self.server is not None and fresh.api.curve_clients_dir:
             self.server.allowed_clients_changed(fresh.api.curve_clients_dir)
         log.info("configuration reloaded from %s (interface changes apply at restart)", fresh.source)

@@ -36,6 +36,13 @@ def test_every_problem_is_reported_at_once():
                       't.toml: webui.listen: must be HOST:PORT, got "anywhere"']
 
 
+def test_the_realtime_priority_is_a_sched_rr_priority_or_0():
+    assert loads("").daemon.realtime_priority == 1
+    assert loads("[daemon]\nrealtime_priority = 0\n").daemon.realtime_priority == 0
+    assert errors_of("[daemon]\nrealtime_priority = 100\n") == [
+        "t.toml: daemon.realtime_priority: must be at most 99, got 100"]
+
+
 def test_an_interface_needs_a_role():
     assert errors_of("[interfaces.wan0]\nup_mbit = 5\n") == [
         't.toml: interfaces.wan0.role: missing; must be "wan" or "lan"']

@@ -3,6 +3,7 @@ subflows, the controller's classes reaching the kernel, link alerts, the history
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 import time
@@ -38,6 +39,18 @@ def running(lab, tmp_path):
         server.terminate()
         server.wait(10)
         assert daemon.stop() == 0
+
+
+def test_the_tick_runs_under_sched_rr_and_nothing_else_does(running):
+    _, daemon, _ = running
+    pid = daemon.process.pid
+    with daemon.client() as client:
+        assert wait_for(lambda: client.call("status")["daemon"]["ticks"] >= 2)
+    policies = {int(task.name): os.sched_getscheduler(int(task.name)) & ~os.SCHED_RESET_ON_FORK
+                for task in Path(f"/proc/{pid}/task").iterdir()}
+    assert policies.pop(pid) == os.SCHED_RR and os.sched_getparam(pid).sched_priority == 1
+    # ZeroMQ's, SQLite's checkpointer, onnxruntime's: the normal scheduler.
+    assert policies and set(policies.values()) == {os.SCHED_OTHER}
 
 
 def test_an_mptcp_connection_is_listed_with_a_subflow_on_each_path(running):

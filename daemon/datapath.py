@@ -39,21 +39,27 @@ class BuildOptions:
     # Offline analysis: "now" is skb->tstamp (the capture time passed to
     # BPF_PROG_TEST_RUN) instead of the monotonic clock.
     clock_from_skb: bool = False
+    # Benchmarks compare builds: another copy of ebpf/, and extra -D macros.
+    directory: Path | None = None
+    defines: tuple[str, ...] = ()
+
+    def source(self) -> Path:
+        return self.directory or source_dir()
 
     def cflags(self) -> list[str]:
-        flags = [f"-I{source_dir()}", f"-DAB_FLOW_MAP_SIZE={self.flow_map_size}",
+        flags = [f"-I{self.source()}", f"-DAB_FLOW_MAP_SIZE={self.flow_map_size}",
                  f"-DAB_SNIPPET_SIZE={self.snippet_size}", f"-DAB_EVENT_PAGES={self.event_pages}",
                  f"-DAB_PORT_INDEX_SIZE={self.port_index_size}",
                  # BCC's own headers warn about things the kernel's UAPI does; keep the log clean.
                  "-Wno-macro-redefined"]
         if self.clock_from_skb:
             flags.append("-DAB_CLOCK_SKB_TSTAMP")
-        return flags
+        return flags + [f"-D{name}" for name in self.defines]
 
 
 def dump(options: BuildOptions) -> str:
     """What would be compiled: cflags, the program and its header."""
-    directory = source_dir()
+    directory = options.source()
     return "\n".join([
         f"// source: {directory / SOURCE}",
         f"// cflags: {' '.join(options.cflags())}",
@@ -225,7 +231,7 @@ class Datapath:
         from bcc import BPF  # imported here: only the daemon (root) loads BCC
 
         self.options = options
-        directory = source_dir()
+        directory = options.source()
         log.info("compiling %s (flow map %d entries)", directory / SOURCE, options.flow_map_size)
         self.bpf = BPF(src_file=str(directory / SOURCE).encode(), cflags=options.cflags())
         self.ingress = self.bpf.load_func(b"ab_ingress", BPF.SCHED_CLS)

@@ -26,6 +26,7 @@ is pinned to CPU 0 and the receiver to CPU 1 in every run (`_pinned`).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
 import json
 import os
@@ -43,7 +44,6 @@ NAME = "datapath"
 # next when other work shares the machine: many short adjacent runs, compared
 # within their round, give a steadier median than a few long ones.
 ROUNDS = 9
-CONFIGS = ("bare", "datapath", "noop")
 IPERF_SECONDS = 2
 SWEEP_REPEATS = 5
 
@@ -149,20 +149,94 @@ def _ns_per_run(stats_before: list[tuple[int, int]], stats_after: list[tuple[int
     return run_ns / runs if runs else None
 
 
-def run() -> dict:
-    from lab import SERVER_V4, Lab
+PORTS = ("lan0", "lan1", "wan0", "wan1")
+HOOK_NAMES = {"ingress": "anabranch_in", "egress": "anabranch_eg"}
 
-    from anabranch.daemon import kstructs, policy
+
+@contextlib.contextmanager
+def forwarding_lab(name: str):
+    """The netns lab, an iperf3 server in it and tc hooks on its gateway: (lab, hooks)."""
+    from lab import Lab
+
     from anabranch.daemon.attach import Ledger, TcHooks
-    from anabranch.daemon.datapath import BuildOptions, Datapath, program_stats
+
+    lab = Lab(name)
+    with tempfile.TemporaryDirectory() as tmp:
+        lab.up()
+        server = hooks = None
+        try:
+            server = lab.popen("srv", *_pinned(1), "iperf3", "-s", stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+            hooks = TcHooks(Ledger(Path(tmp) / "ledger.json"), netns=lab.ns("gw"))
+            yield lab, hooks
+        finally:
+            if hooks is not None:
+                hooks.detach_all()
+                hooks.close()
+            if server is not None:
+                server.kill()
+                server.wait()
+            lab.down()
+
+
+def forwarding_rounds(lab, hooks, configs: dict, rounds: int) -> dict[str, dict[str, list[float]]]:
+    """iperf3 through the gateway with each configuration attached in turn, the order
+    rotating from round to round so a drift in the machine's load favours none.  A
+    configuration is None (nothing attached), a program fd (on every hook) or a Datapath
+    (its programs on every port, each port registered, marking on).  Per configuration,
+    one value per round: `gbit`; where a program ran, its ns per run over all hooks
+    (`all`) and, for a Datapath, over the LAN and the WAN hooks (`lan`, `wan`)."""
+    from lab import SERVER_V4
+
+    from anabranch.daemon import kstructs
+    from anabranch.daemon.datapath import program_stats
+
+    def attach(config) -> list[int]:
+        """The fds whose statistics count: (ingress, egress) of each port in PORTS order."""
+        fds = []
+        for name in PORTS:
+            if isinstance(config, int):
+                hooks.attach(name, {"ingress": config, "egress": config}, HOOK_NAMES)
+                fds = [config]
+                continue
+            programs = config.programs_for(name)
+            ifindex = hooks.attach(name, programs, HOOK_NAMES)
+            role = kstructs.ROLE_WAN if name.startswith("wan") else kstructs.ROLE_LAN
+            config.set_port(ifindex, role, kstructs.PORT_COUNT | kstructs.PORT_MARK)
+            fds.extend(programs.values())
+        return fds
+
+    names = list(configs)
+    measured: dict[str, dict[str, list[float]]] = {name: {"gbit": [], "all": [], "lan": [], "wan": []}
+                                                   for name in names}
+    for round_number in range(rounds):
+        turn = round_number % len(names)
+        for name in names[turn:] + names[:turn]:
+            config = configs[name]
+            fds = attach(config) if config is not None else []
+            before = [program_stats(fd) for fd in fds]
+            measured[name]["gbit"].append(_iperf(lab, SERVER_V4[0]))
+            after = [program_stats(fd) for fd in fds]
+            hooks.detach_all()
+            parts = {"all": slice(None)}
+            if len(fds) == 2 * len(PORTS):
+                # A LAN hook returns early or only steers, a WAN hook does the per-flow work.
+                parts.update(lan=slice(0, 4), wan=slice(4, 8))
+            for part, where in parts.items():
+                if (ns := _ns_per_run(before[where], after[where])) is not None:
+                    measured[name][part].append(ns)
+    return measured
+
+
+def run() -> dict:
+    from anabranch.daemon import policy
+    from anabranch.daemon.datapath import BuildOptions, Datapath
 
     figures: dict = {"load_avg_before": round(os.getloadavg()[0], 2)}
     # LRU maps start evicting before they are full: room for 1M plus a margin.
     datapath = Datapath(BuildOptions(flow_map_size=1_310_720))
     noop_bpf, noop_fd = _noop_program()
-    lab = Lab(f"bdp{os.getpid() % 100000}")
-    tmp = tempfile.TemporaryDirectory()
-    hooks = None
     try:
         figures["sweep_100k_ms"] = round(_sweep_ms(datapath, 100_000), 1)
         figures["sweep_1m_ms"] = round(_sweep_ms(datapath, 1_000_000), 1)
@@ -171,52 +245,13 @@ def run() -> dict:
         figures.update(_isolated_ns(datapath, noop_fd))
         datapath.clear_flows()
 
-        lab.up()
         datapath.enable_stats()
-        server = lab.popen("srv", *_pinned(1), "iperf3", "-s", stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
-        hooks = TcHooks(Ledger(Path(tmp.name) / "ledger.json"), netns=lab.ns("gw"))
-        names = {"ingress": "anabranch_in", "egress": "anabranch_eg"}
-
-        def attach(config: str) -> list[int]:
-            """Attach one configuration on every gateway port; the fds whose statistics count."""
-            fds = []
-            for name in ("lan0", "lan1", "wan0", "wan1"):
-                if config == "noop":
-                    hooks.attach(name, {"ingress": noop_fd, "egress": noop_fd}, names)
-                    fds = [noop_fd]
-                    continue
-                programs = datapath.programs_for(name)
-                ifindex = hooks.attach(name, programs, names)
-                role = kstructs.ROLE_WAN if name.startswith("wan") else kstructs.ROLE_LAN
-                datapath.set_port(ifindex, role, kstructs.PORT_COUNT | kstructs.PORT_MARK)
-                fds.extend(programs.values())
-            return fds
-
-        gbit: dict[str, list[float]] = {config: [] for config in CONFIGS}
-        ns_per_run: dict[str, list[float]] = {"datapath": [], "noop": []}
-        ns_by_role: dict[str, list[float]] = {"lan": [], "wan": []}
-        try:
-            for round_number in range(ROUNDS):
-                turn = round_number % len(CONFIGS)
-                for config in CONFIGS[turn:] + CONFIGS[:turn]:
-                    fds = attach(config) if config != "bare" else []
-                    before = [program_stats(fd) for fd in fds]
-                    gbit[config].append(_iperf(lab, SERVER_V4[0]))
-                    after = [program_stats(fd) for fd in fds]
-                    hooks.detach_all()
-                    if fds and (ns := _ns_per_run(before, after)) is not None:
-                        ns_per_run[config].append(ns)
-                    if config == "datapath":
-                        # fds are (ingress, egress) of lan0, lan1, wan0, wan1: a LAN hook returns
-                        # early or only steers, a WAN hook does the whole per-flow work.
-                        for role, part in (("lan", slice(0, 4)), ("wan", slice(4, 8))):
-                            if (ns := _ns_per_run(before[part], after[part])) is not None:
-                                ns_by_role[role].append(ns)
-        finally:
-            server.kill()
-            server.wait()
+        with forwarding_lab(f"bdp{os.getpid() % 100000}") as (lab, hooks):
+            measured = forwarding_rounds(lab, hooks, {"bare": None, "datapath": datapath, "noop": noop_fd},
+                                         ROUNDS)
+        gbit = {config: m["gbit"] for config, m in measured.items()}
+        ns_per_run = {config: measured[config]["all"] for config in ("datapath", "noop")}
+        ns_by_role = {role: measured["datapath"][role] for role in ("lan", "wan")}
         figures["forward_ratio"] = round(statistics.median(
             a / b for a, b in zip(gbit["datapath"], gbit["bare"])), 3)
         figures["forward_ratio_noop"] = round(statistics.median(
@@ -238,11 +273,6 @@ def run() -> dict:
                                                for config, values in ns_per_run.items()}}
         figures["load_avg_after"] = round(os.getloadavg()[0], 2)
     finally:
-        if hooks is not None:
-            hooks.detach_all()
-            hooks.close()
-        lab.down()
         datapath.close()
         noop_bpf.cleanup()
-        tmp.cleanup()
     return figures

@@ -1,7 +1,9 @@
 import csv
 import io
 import json
+import time
 
+from anabranch.controller import history
 from anabranch.controller.alerts import Alert
 from anabranch.controller.history import History, Point, close_open_alerts
 
@@ -19,6 +21,21 @@ def test_ticks_write_points_and_reopen_continues(tmp_path):
     rows = h.series(T0, T0 + 10, level=0)
     assert [r[4] for r in rows] == [0.0, 1000.0, 2000.0, 3000.0]
     assert h.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_the_checkpoints_after_commits_keep_the_wal_from_growing(tmp_path, monkeypatch):
+    monkeypatch.setattr(history, "CHECKPOINT_EVERY_S", 0.01)
+    h = History(tmp_path / "h.sqlite")
+    wal = tmp_path / "h.sqlite-wal"
+    points = [Point("host", f"10.0.{i // 250}.{i % 250}", "bytes_down", float(i)) for i in range(500)]
+    h.write(T0, points)
+    one_tick = wal.stat().st_size
+    for i in range(1, 40):
+        time.sleep(0.03)             # a checkpoint follows each commit: the WAL starts over
+        h.write(T0 + i, points)
+    size = wal.stat().st_size
+    h.close()
+    assert size < 5 * one_tick
 
 
 def test_minutes_are_averaged_and_old_seconds_pruned(tmp_path):

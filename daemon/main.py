@@ -22,7 +22,6 @@ import os
 import resource
 import signal
 import sys
-import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -69,7 +68,8 @@ class Daemon:
         self.tick_ms = 0.0
         self.tick_cpu_ms = 0.0
         self.tick_faults = 0
-        self.tick_thread: int | None = None   # the thread that runs the tick, once running
+        self.tick_realtime = False     # the last tick ran under SCHED_RR
+        self._realtime_refused = 0     # the priority the kernel refused, if any
         self.tick_preemptions = 0
         self.ticks = 0
         self.iface_names: dict[int, str] = {}
@@ -310,13 +310,11 @@ class Daemon:
         # make, instead of pausing a tick for tens of milliseconds.
         gc.collect()
         gc.freeze()
-        self.tick_thread = threading.get_ident()
-        self._schedule_tick()
         try:
             period = self.config.daemon.tick_s
             next_tick = time.monotonic()
             while not self.stopping:
-                self.tick()
+                self._tick_in_realtime()
                 next_tick += period
                 now = time.monotonic()
                 if next_tick < now:  # we overran: skip rather than burst
@@ -329,20 +327,27 @@ class Daemon:
         finally:
             self.stop()
 
-    def _schedule_tick(self) -> None:
-        """Run this thread (the tick's) at daemon.realtime_priority under SCHED_RR, or
-        back under the normal scheduler at 0.  Only after start-up, so BCC's compile
-        never holds a CPU at real-time priority; threads and children started later
-        get the normal scheduler (SCHED_RESET_ON_FORK)."""
+    def _tick_in_realtime(self) -> None:
+        """One tick under SCHED_RR at daemon.realtime_priority, then back to the normal
+        scheduler, where the API is served between ticks: a flood of commands never runs
+        ahead of the rest of the machine.  Only the tick's thread, only after start-up (BCC's
+        compile stays under Nice=), and threads started meanwhile get the normal scheduler
+        (SCHED_RESET_ON_FORK).  Two system calls a tick."""
         priority = self.config.daemon.realtime_priority
-        try:
-            if priority:
+        self.tick_realtime = False
+        if priority and priority != self._realtime_refused:
+            try:
                 os.sched_setscheduler(0, os.SCHED_RR | os.SCHED_RESET_ON_FORK, os.sched_param(priority))
-            elif os.sched_getscheduler(0) != os.SCHED_OTHER:
+                self.tick_realtime = True
+            except OSError as exc:
+                self._realtime_refused = priority   # said once, tried again after a reload
+                log.warning("daemon.realtime_priority = %d: %s; the tick keeps the normal scheduler "
+                            "(the unit's LimitRTPRIO= must allow the priority)", priority, exc.strerror)
+        try:
+            self.tick()
+        finally:
+            if self.tick_realtime:
                 os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-        except OSError as exc:
-            log.warning("daemon.realtime_priority = %d: %s; the tick keeps the normal scheduler "
-                        "(the unit's LimitRTPRIO= must allow the priority)", priority, exc.strerror)
 
     def _on_stop_signal(self, signum, frame) -> None:
         self.stopping = True
@@ -538,6 +543,7 @@ class Daemon:
                        "tick_s": self.config.daemon.tick_s,
                        "tick_ms": round(self.tick_ms, 3), "tick_cpu_ms": round(self.tick_cpu_ms, 3),
                        "tick_faults": self.tick_faults, "tick_preemptions": self.tick_preemptions,
+                       "tick_realtime": self.tick_realtime,
                        "ticks": self.ticks,
                        "controller_ms": round(self.controller_ms, 3), "phases_ms": self.phases_ms,
                        "controller_steps_ms": self.steps_ms},
@@ -566,8 +572,7 @@ class Daemon:
         """Re-read the TOML (the `config.reload` command); raises ConfigError and keeps the old one."""
         fresh = config_mod.load(self.config.source)
         self.config = fresh
-        if threading.get_ident() == self.tick_thread:
-            self._schedule_tick()
+        self._realtime_refused = 0
         if self.server is not None and fresh.api.curve_clients_dir:
             self.server.allowed_clients_changed(fresh.api.curve_clients_dir)
         log.info("configuration reloaded from %s (interface changes apply at restart)", fresh.source)

@@ -45,12 +45,16 @@ def test_the_tick_runs_under_sched_rr_and_nothing_else_does(running):
     _, daemon, _ = running
     pid = daemon.process.pid
     with daemon.client() as client:
-        assert wait_for(lambda: client.call("status")["daemon"]["ticks"] >= 2)
-    policies = {int(task.name): os.sched_getscheduler(int(task.name)) & ~os.SCHED_RESET_ON_FORK
-                for task in Path(f"/proc/{pid}/task").iterdir()}
-    assert policies.pop(pid) == os.SCHED_RR and os.sched_getparam(pid).sched_priority == 1
+        assert wait_for(lambda: client.call("status")["daemon"]["tick_realtime"])
+    # Between ticks (most of each second), where the API is served: the normal scheduler.
+    samples = []
+    for _ in range(50):
+        samples.append(os.sched_getscheduler(pid) & ~os.SCHED_RESET_ON_FORK)
+        time.sleep(0.02)
+    assert samples.count(os.SCHED_OTHER) >= 40 and set(samples) <= {os.SCHED_OTHER, os.SCHED_RR}
+    others = [int(task.name) for task in Path(f"/proc/{pid}/task").iterdir() if int(task.name) != pid]
     # ZeroMQ's, SQLite's checkpointer, onnxruntime's: the normal scheduler.
-    assert policies and set(policies.values()) == {os.SCHED_OTHER}
+    assert others and {os.sched_getscheduler(tid) for tid in others} == {os.SCHED_OTHER}
 
 
 def test_an_mptcp_connection_is_listed_with_a_subflow_on_each_path(running):

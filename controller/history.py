@@ -85,8 +85,10 @@ class History:
             return
         try:
             while not self._stop.wait(CHECKPOINT_EVERY_S):
-                self._committed.wait()
-                self._committed.clear()
+                self._committed.clear()     # not a commit from before: the next one
+                while not self._committed.wait(CHECKPOINT_EVERY_S):
+                    if self._stop.is_set():
+                        return
                 if self._stop.is_set():
                     break
                 try:

@@ -68,9 +68,9 @@ class Daemon:
         self.tick_ms = 0.0
         self.tick_cpu_ms = 0.0
         self.tick_faults = 0
+        self.tick_preemptions = 0
         self.tick_realtime = False     # the last tick ran under SCHED_RR
         self._realtime_refused = 0     # the priority the kernel refused, if any
-        self.tick_preemptions = 0
         self.ticks = 0
         self.iface_names: dict[int, str] = {}
         self.pending: list[str] = []

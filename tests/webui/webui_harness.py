@@ -121,7 +121,8 @@ def sample_state(seq: int, ts: float, flows: list[dict[str, Any]], tick_ms: int)
     return {
         "daemon": {"version": "0.1.0", "pid": 4242, "uptime_s": 3725 + seq * tick_ms / 1000,
                    "tick_s": tick_ms / 1000, "tick_ms": 2.5, "tick_cpu_ms": 2.4,
-                   "tick_faults": 0, "tick_preemptions": 0, "ticks": seq, "controller_ms": 0.8,
+                   "tick_faults": 0, "tick_preemptions": 0, "tick_realtime": True, "ticks": seq,
+                   "controller_ms": 0.8,
                    "phases_ms": {"sweep": 0.4, "controller": 0.8, "shaping": 0.9, "publish": 0.4, "gc": 0.0},
                    "controller_steps_ms": {"classify": 0.3, "mptcp": 0.1, "paths": 0.1, "usage": 0.05,
                                            "alerts": 0.02, "history": 0.1, "kernel_maps": 0.03, "predict": 0.1}},

@@ -70,7 +70,7 @@ class Daemon:
         self.tick_faults = 0
         self.tick_preemptions = 0
         self.tick_realtime = False     # the last tick ran under SCHED_RR
-        self._realtime_refused = 0     # the priority the kernel refused, if any
+        self._realtime_refused = False  # the kernel said no: not asked again until a reload
         self.ticks = 0
         self.iface_names: dict[int, str] = {}
         self.pending: list[str] = []
@@ -335,12 +335,12 @@ class Daemon:
         (SCHED_RESET_ON_FORK).  Two system calls a tick."""
         priority = self.config.daemon.realtime_priority
         self.tick_realtime = False
-        if priority and priority != self._realtime_refused:
+        if priority and not self._realtime_refused:
             try:
                 os.sched_setscheduler(0, os.SCHED_RR | os.SCHED_RESET_ON_FORK, os.sched_param(priority))
                 self.tick_realtime = True
             except OSError as exc:
-                self._realtime_refused = priority   # said once, tried again after a reload
+                self._realtime_refused = True
                 log.warning("daemon.realtime_priority = %d: %s; the tick keeps the normal scheduler "
                             "(the unit's LimitRTPRIO= must allow the priority)", priority, exc.strerror)
         try:
@@ -572,7 +572,7 @@ class Daemon:
         """Re-read the TOML (the `config.reload` command); raises ConfigError and keeps the old one."""
         fresh = config_mod.load(self.config.source)
         self.config = fresh
-        self._realtime_refused = 0
+        self._realtime_refused = False
         if self.server is not None and fresh.api.curve_clients_dir:
             self.server.allowed_clients_changed(fresh.api.curve_clients_dir)
         log.info("configuration reloaded from %s (interface changes apply at restart)", fresh.source)

@@ -11,6 +11,8 @@ import ctypes as ct
 import errno
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -200,6 +202,39 @@ class TestRunner:
                              duration_ns=attr.duration)
 
 
+# CONFIG_HZ choices on the architectures Debian builds for.
+KERNEL_HZ = (100, 250, 300, 1000)
+
+
+def jiffies_calibration(sample: Callable[[], tuple[int, int]],
+                        sleep: Callable[[float], None] = time.sleep) -> tuple[int, int] | None:
+    """(jiffy_ns, jiffies_base_ns) such that CLOCK_MONOTONIC at the start of jiffy j
+    is jiffies_base_ns + j * jiffy_ns, from `sample()` = (jiffies, CLOCK_MONOTONIC ns)
+    read in that order; None when jiffies advance at no rate a kernel is built with.
+
+    The kernel advances jiffies by exactly one TICK_NSEC of CLOCK_MONOTONIC, so the
+    rate (two samples 0.2 s apart, snapped to a CONFIG_HZ) gives the scale, and the
+    base is the least `t - j * jiffy_ns` of samples spread over two ticks: each was
+    read after its jiffy began (or later, where an idle CPU updated jiffies late)."""
+    j1, t1 = sample()
+    sleep(0.2)
+    j2, t2 = sample()
+    if t2 <= t1:
+        return None
+    rate = (j2 - j1) * 1e9 / (t2 - t1)
+    hz = min(KERNEL_HZ, key=lambda h: abs(h - rate))
+    if abs(hz - rate) > 0.1 * hz:
+        return None
+    jiffy_ns = (1_000_000_000 + hz // 2) // hz  # the kernel's TICK_NSEC
+    base = t2 - j2 * jiffy_ns
+    t = t2
+    while t < t2 + 2 * jiffy_ns:
+        sleep(jiffy_ns / 16e9)
+        j, t = sample()
+        base = min(base, t - j * jiffy_ns)
+    return jiffy_ns, base
+
+
 def enable_bpf_stats() -> int | None:
     """Turn on the kernel's run-time statistics for as long as the returned fd is open."""
     attr = (ct.c_uint32 * 4)(_BPF_STATS_RUN_TIME)
@@ -236,6 +271,7 @@ class Datapath:
         self.bpf = BPF(src_file=str(directory / SOURCE).encode(), cflags=options.cflags())
         self.ingress = self.bpf.load_func(b"ab_ingress", BPF.SCHED_CLS)
         self.egress = self.bpf.load_func(b"ab_egress", BPF.SCHED_CLS)
+        self.clock_probe = self.bpf.load_func(b"ab_clock_probe", BPF.SCHED_CLS)
         self.flows = self.bpf[b"flows"]
         self.ports = self.bpf[b"ports"]
         self.port_index = self.bpf[b"port_index"]
@@ -258,6 +294,8 @@ class Datapath:
         self._stats_fd: int | None = None
         self._sweep_buffers: list[tuple[np.ndarray, np.ndarray] | None] = [None, None]
         self._sweep_turn = 0
+        if not options.clock_from_skb:
+            self.calibrate_clock()
 
     @property
     def program_fds(self) -> dict[str, int]:
@@ -302,6 +340,27 @@ class Datapath:
                 run_ns += ns
             result[port_name] = {"runs": runs, "run_ns": run_ns}
         return result
+
+    def calibrate_clock(self) -> None:
+        """Give the program's per-packet clock its jiffies scale and base (see
+        clock_coarse in the program); until then it reads the coarse clock."""
+        runner = TestRunner(self.clock_probe.fd)
+        probe = self.bpf[b"clock_probe"]
+        frame = bytes(14)  # the probe reads no packet; the kernel wants an Ethernet header's worth
+
+        def sample() -> tuple[int, int]:
+            runner.run(frame)
+            leaf = probe[probe.Key(0)]
+            return int(leaf.jiffies), int(leaf.monotonic_ns)
+
+        calibration = jiffies_calibration(sample)
+        if calibration is None:
+            log.warning("jiffies advance at no kernel tick rate; the datapath keeps the coarse clock")
+            return
+        leaf = self.config[self.config.Key(0)]
+        leaf.jiffy_ns, leaf.jiffies_base_ns = calibration
+        self.config[self.config.Key(0)] = leaf
+        log.info("per-packet clock: jiffies at %d ns each", calibration[0])
 
     def set_port(self, ifindex: int, role: int, flags: int) -> None:
         # Small ifindexes (nearly all) live in the array the program reads

@@ -88,7 +88,9 @@ FLOW = _struct([
 PORT = _struct([("role", "u1", 0), ("flags", "u1", 1), ("reserved", "<u2", 2)], 4)
 
 CONFIG = _struct([("policy_generation", "<u4", 0), ("default_class", "u1", 4),
-                  ("reserved", ("u1", 3), 5)], 8)
+                  ("reserved", ("u1", 3), 5), ("jiffy_ns", "<u8", 8), ("jiffies_base_ns", "<i8", 16)], 24)
+
+CLOCK_SAMPLE = _struct([("jiffies", "<u8", 0), ("monotonic_ns", "<u8", 8)], 16)
 
 CLASS = _struct([("priority", "<u4", 0), ("dscp", "u1", 4), ("flags", "u1", 5),
                  ("reserved", "<u2", 6)], 8)
@@ -129,7 +131,7 @@ EVENT_MPTCP_T = _struct([
 
 # The C struct each dtype mirrors, for the layout test and --dump-ebpf.
 C_STRUCTS = {"ab_flow_key": FLOW_KEY, "ab_flow": FLOW, "ab_port": PORT,
-             "ab_dir_counters": DIR_COUNTERS, "ab_tcp_dir": TCP_DIR, "ab_config": CONFIG,
+             "ab_dir_counters": DIR_COUNTERS, "ab_tcp_dir": TCP_DIR, "ab_config": CONFIG, "ab_clock_sample": CLOCK_SAMPLE,
              "ab_class": CLASS, "ab_port_class": PORT_CLASS, "ab_prefix_v4": PREFIX_V4,
              "ab_prefix_v6": PREFIX_V6, "ab_class_rule": CLASS_RULE,
              "ab_event_header": EVENT_HEADER, "ab_event_flow": EVENT_FLOW,

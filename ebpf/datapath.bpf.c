@@ -15,7 +15,7 @@
  *
  * Cost per packet on a WAN port: inlined array lookups (port, config, class),
  * one hash lookup in the flow map (plus the policy lookups and an insert for a
- * new flow), two atomic adds and the coarse clock; for TCP the timestamps are
+ * new flow), two atomic adds and jiffies for the clock; for TCP the timestamps are
  * read in place, and only other option layouts (SYN, MPTCP) are copied with
  * bpf_skb_load_bytes and walked.  On a LAN port: one array lookup at ingress;
  * at egress with marking on, the L2 headers and the IP header's first bytes,
@@ -39,6 +39,7 @@ BPF_ARRAY(port_index, struct ab_port, AB_PORT_INDEX_SIZE);
 BPF_HASH(ports, __u32, struct ab_port, AB_PORT_MAP_SIZE);
 BPF_PERCPU_ARRAY(errors, __u64, AB_ERR_MAX);
 BPF_ARRAY(config, struct ab_config, 1);
+BPF_ARRAY(clock_probe, struct ab_clock_sample, 1);
 BPF_ARRAY(classes, struct ab_class, AB_CLASS_MAX);
 BPF_ARRAY(port_classes, struct ab_port_class, 65536);
 BPF_ARRAY(dscp_priority, __u32, AB_DSCP_MAX);
@@ -115,14 +116,18 @@ static __always_inline void count_error(__u32 index)
 }
 
 /* Two clocks, both CLOCK_MONOTONIC: first/last seen and event times take the
- * coarse one (tick resolution, no clock-source read: a precise read costs tens
- * of ns on every packet, more in a VM); RTT samples take the precise one, read
- * only when a sample starts or ends. */
-static __always_inline __u64 clock_coarse(struct __sk_buff *skb)
+ * coarse one (tick resolution), RTT samples the precise one, read only when a
+ * sample starts or ends.  The coarse one is jiffies scaled by the calibration
+ * in the config: jiffies is one word every CPU reads all the time, where
+ * bpf_ktime_get_coarse_ns() reads the timekeeper's lines, cold under
+ * forwarding load (about 30 ns per WAN packet, tests/bench/ab_datapath.py). */
+static __always_inline __u64 clock_coarse(struct __sk_buff *skb, struct ab_config *cfg)
 {
 #ifdef AB_CLOCK_SKB_TSTAMP
 	return skb->tstamp;
 #else
+	if (cfg->jiffy_ns)
+		return (__u64)cfg->jiffies_base_ns + bpf_jiffies64() * cfg->jiffy_ns;
 	return bpf_ktime_get_coarse_ns();
 #endif
 }
@@ -798,7 +803,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir_if_wan)
 		__builtin_memcpy(key.remote_addr, pkt->saddr, 16);
 	}
 
-	now = clock_coarse(skb);
+	now = clock_coarse(skb, cfg);
 	flow = flows.lookup(&key);
 	if (!flow) {
 		struct ab_flow *fresh = fresh_flow.lookup(&zero);
@@ -883,4 +888,18 @@ int ab_egress(struct __sk_buff *skb)
 int ab_ingress(struct __sk_buff *skb)
 {
 	return handle(skb, AB_DIR_DOWN);
+}
+
+/* Not attached: user space runs it with BPF_PROG_TEST_RUN to sample jiffies
+ * and CLOCK_MONOTONIC together, which calibrates clock_coarse. */
+int ab_clock_probe(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct ab_clock_sample *sample = clock_probe.lookup(&zero);
+
+	if (sample) {
+		sample->jiffies = bpf_jiffies64();
+		sample->monotonic_ns = bpf_ktime_get_ns();
+	}
+	return TC_ACT_OK;
 }

@@ -185,7 +185,7 @@ struct ab_tcp_dir {
  * (a read-then-clear would lose what is counted in between). */
 struct ab_flow {
 	struct ab_dir_counters dir[2]; /* indexed by AB_DIR_* */
-	__u64 first_seen_ns;          /* CLOCK_MONOTONIC at tick resolution (coarse clock) */
+	__u64 first_seen_ns;          /* CLOCK_MONOTONIC at tick resolution (jiffies) */
 	__u64 last_seen_ns;
 	struct ab_tcp_dir tcp[2];     /* indexed by AB_DIR_* */
 	__u8  tcp_flags[2];           /* TCP flags seen, OR-ed, per direction */
@@ -213,6 +213,18 @@ struct ab_config {
 	                          * flows re-evaluate their class on their next packet */
 	__u8  default_class;     /* class of flows no rule matches */
 	__u8  reserved[3];
+	/* The per-packet clock, CLOCK_MONOTONIC at tick resolution from jiffies:
+	 * jiffies_base_ns + jiffies * jiffy_ns (the kernel advances jiffies by
+	 * exactly one tick of CLOCK_MONOTONIC).  Written by user space from
+	 * ab_clock_probe samples; jiffy_ns 0 = not calibrated: the coarse clock. */
+	__u64 jiffy_ns;
+	__s64 jiffies_base_ns;   /* CLOCK_MONOTONIC at jiffy 0 (negative: jiffies start high) */
+};
+
+/* clock_probe map: one sample of both clocks, written by ab_clock_probe. */
+struct ab_clock_sample {
+	__u64 jiffies;
+	__u64 monotonic_ns;      /* read after jiffies: never before that jiffy began */
 };
 
 /* classes map, indexed by class id. */

@@ -261,6 +261,10 @@ class Datapath:
     """The compiled program, its tc entry points, its maps and its ring buffer."""
 
     FUNCTIONS = {"ingress": b"ab_ingress", "egress": b"ab_egress"}
+    # What each role's port runs: a LAN port's ingress has nothing to do, and its
+    # own entry point returns at once, where ab_ingress would look the port up first.
+    ROLE_FUNCTIONS = {kstructs.ROLE_WAN: FUNCTIONS,
+                      kstructs.ROLE_LAN: {"ingress": b"ab_lan_ingress", "egress": b"ab_egress"}}
 
     def __init__(self, options: BuildOptions = BuildOptions()):
         from bcc import BPF  # imported here: only the daemon (root) loads BCC
@@ -291,6 +295,7 @@ class Datapath:
         # Per-port program copies: the kernel keeps run statistics per program,
         # so one copy per port and hook gives ns/packet per interface for free.
         self.port_programs: dict[str, dict[str, int]] = {}
+        self._port_roles: dict[str, int] = {}
         self._stats_fd: int | None = None
         self._sweep_buffers: list[tuple[np.ndarray, np.ndarray] | None] = [None, None]
         self._sweep_turn = 0
@@ -301,12 +306,11 @@ class Datapath:
     def program_fds(self) -> dict[str, int]:
         return {"ingress": self.ingress.fd, "egress": self.egress.fd}
 
-    def load_copy(self, hook: str) -> int:
+    def load_copy(self, name: bytes) -> int:
         """Another instance of one entry point (same maps), for per-port statistics."""
         from bcc import BPF
         from bcc.libbcc import lib
 
-        name = self.FUNCTIONS[hook]
         module = self.bpf.module
         fd = lib.bcc_func_load(module, BPF.SCHED_CLS, name, lib.bpf_function_start(module, name),
                                lib.bpf_function_size(module, name), lib.bpf_module_license(module),
@@ -315,14 +319,27 @@ class Datapath:
             raise OSError(-fd, f"loading a copy of {name.decode()} failed")
         return fd
 
-    def programs_for(self, port_name: str) -> dict[str, int]:
+    def programs_for(self, port_name: str, role: int) -> dict[str, int]:
+        """The program fds (ingress, egress) a port of this role runs: its own copies."""
+        if port_name in self.port_programs and self._port_roles[port_name] != role:
+            self._close_copies(self.port_programs.pop(port_name))
         if port_name not in self.port_programs:
+            functions = self.ROLE_FUNCTIONS[role]
+            copies: dict[str, int] = {}
             try:
-                self.port_programs[port_name] = {hook: self.load_copy(hook) for hook in self.FUNCTIONS}
+                for hook, name in functions.items():
+                    copies[hook] = self.load_copy(name)
             except OSError as exc:
                 log.warning("%s: %s; sharing the common program (no per-port statistics)", port_name, exc)
-                self.port_programs[port_name] = dict(self.program_fds)
+                self._close_copies(copies)
+                copies = dict(self.program_fds)
+            self.port_programs[port_name] = copies
+            self._port_roles[port_name] = role
         return self.port_programs[port_name]
+
+    def _close_copies(self, fds: dict[str, int]) -> None:
+        for fd in set(fds.values()) - set(self.program_fds.values()):
+            os.close(fd)
 
     def enable_stats(self) -> bool:
         if self._stats_fd is None:
@@ -447,8 +464,7 @@ class Datapath:
 
     def close(self) -> None:
         for fds in self.port_programs.values():
-            for fd in set(fds.values()) - set(self.program_fds.values()):
-                os.close(fd)
+            self._close_copies(fds)
         self.port_programs.clear()
         if self._stats_fd is not None:
             os.close(self._stats_fd)

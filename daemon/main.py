@@ -149,14 +149,14 @@ class Daemon:
         still = []
         for name in self.pending:
             iface = self.config.interface(name)
+            role = kstructs.ROLE_WAN if iface.role == "wan" else kstructs.ROLE_LAN
             try:
-                ifindex = self.hooks.attach(name, self.datapath.programs_for(name), PROGRAM_NAMES)
+                ifindex = self.hooks.attach(name, self.datapath.programs_for(name, role), PROGRAM_NAMES)
             except AttachError as exc:
                 if self.ticks == 0:
                     log.warning("%s; will keep trying", exc)
                 still.append(name)
                 continue
-            role = kstructs.ROLE_WAN if iface.role == "wan" else kstructs.ROLE_LAN
             flags = kstructs.PORT_COUNT | (kstructs.PORT_MARK if iface.mark else 0)
             self.datapath.set_port(ifindex, role, flags)
             self.iface_names[ifindex] = name

@@ -200,9 +200,9 @@ def forwarding_rounds(lab, hooks, configs: dict, rounds: int) -> dict[str, dict[
                 hooks.attach(name, {"ingress": config, "egress": config}, HOOK_NAMES)
                 fds = [config]
                 continue
-            programs = config.programs_for(name)
-            ifindex = hooks.attach(name, programs, HOOK_NAMES)
             role = kstructs.ROLE_WAN if name.startswith("wan") else kstructs.ROLE_LAN
+            programs = config.programs_for(name, role)
+            ifindex = hooks.attach(name, programs, HOOK_NAMES)
             config.set_port(ifindex, role, kstructs.PORT_COUNT | kstructs.PORT_MARK)
             fds.extend(programs.values())
         return fds

@@ -280,6 +280,26 @@ def test_lan_ingress_and_unmarked_lan_egress_leave_priority_alone(dp):
     assert up(dp, frame).priority == 0
 
 
+def test_each_role_runs_its_own_entry_points_and_lan_ingress_does_nothing(dp):
+    """A LAN port's ingress runs ab_lan_ingress, which passes every frame untouched
+    (here even with the port registered as WAN, where ab_ingress counts); a port
+    that changes role gets the other role's programs."""
+    from anabranch.daemon import kstructs
+    from anabranch.daemon.datapath import TestRunner
+
+    frame = v4_tcp(sport=443, dport=40000, src=REMOTE, dst=LAN, tos=8 << 2)
+    lan = dp.programs_for("lan-role", kstructs.ROLE_LAN)
+    result = TestRunner(lan["ingress"]).run(frame)
+    assert (result.retval, result.frame, result.priority) == (TC_ACT_OK, frame, 0)
+    assert len(flows(dp)[0]) == 0
+    wan = dp.programs_for("wan-role", kstructs.ROLE_WAN)
+    TestRunner(wan["ingress"]).run(frame)
+    assert len(flows(dp)[0]) == 1
+    dp.clear_flows()
+    TestRunner(dp.programs_for("lan-role", kstructs.ROLE_WAN)["ingress"]).run(frame)
+    assert len(flows(dp)[0]) == 1
+
+
 def test_a_cleared_port_is_passed_without_counting(dp):
     dp.clear_port(1)
     frame = v4_tcp(dport=5060)

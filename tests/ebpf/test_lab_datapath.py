@@ -42,9 +42,9 @@ def gateway(tmp_path):
         hooks = TcHooks(Ledger(tmp_path / "ledger.json"), netns=lab.ns("gw"))
         ports = {}
         for name in ("lan0", "lan1", "wan0", "wan1"):
-            ifindex = hooks.attach(name, datapath.programs_for(name),
-                                   {"ingress": "anabranch_in", "egress": "anabranch_eg"})
             role = kstructs.ROLE_WAN if name.startswith("wan") else kstructs.ROLE_LAN
+            ifindex = hooks.attach(name, datapath.programs_for(name, role),
+                                   {"ingress": "anabranch_in", "egress": "anabranch_eg"})
             datapath.set_port(ifindex, role, kstructs.PORT_COUNT | kstructs.PORT_MARK)
             ports[name] = ifindex
         yield lab, datapath, ports

@@ -120,7 +120,7 @@ static __always_inline void count_error(__u32 index)
  * sample starts or ends.  The coarse one is jiffies scaled by the calibration
  * in the config: jiffies is one word every CPU reads all the time, where
  * bpf_ktime_get_coarse_ns() reads the timekeeper's lines, cold under
- * forwarding load (about 30 ns per WAN packet, tests/bench/ab_datapath.py). */
+ * forwarding load (about 50 ns per WAN packet, tests/bench/ab_datapath.py). */
 static __always_inline __u64 clock_coarse(struct __sk_buff *skb, struct ab_config *cfg)
 {
 #ifdef AB_CLOCK_SKB_TSTAMP

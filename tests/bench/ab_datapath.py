@@ -10,6 +10,10 @@ to minute, so only a difference measured in the same rounds means anything.
 
     .venv/bin/python tests/bench/ab_datapath.py --define AB_TRY_X   # without vs with -DAB_TRY_X
     .venv/bin/python tests/bench/ab_datapath.py --against HEAD      # HEAD's ebpf/ vs the working tree's
+
+The Python side is the working tree's for both builds, so REV's ebpf/ must have
+the same entry points and map layouts (a revision before ab_clock_probe and
+ab_lan_ingress does not load); for older code, check out a worktree instead.
 """
 
 from __future__ import annotations

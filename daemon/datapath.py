@@ -294,8 +294,8 @@ class Datapath:
         self.events_drained = 0
         # Per-port program copies: the kernel keeps run statistics per program,
         # so one copy per port and hook gives ns/packet per interface for free.
-        self.port_programs: dict[str, dict[str, int]] = {}
-        self._port_roles: dict[str, int] = {}
+        # Per port: the role the copies were loaded for, and their fds by hook.
+        self.port_programs: dict[str, tuple[int, dict[str, int]]] = {}
         self._stats_fd: int | None = None
         self._sweep_buffers: list[tuple[np.ndarray, np.ndarray] | None] = [None, None]
         self._sweep_turn = 0
@@ -321,21 +321,21 @@ class Datapath:
 
     def programs_for(self, port_name: str, role: int) -> dict[str, int]:
         """The program fds (ingress, egress) a port of this role runs: its own copies."""
-        if port_name in self.port_programs and self._port_roles[port_name] != role:
-            self._close_copies(self.port_programs.pop(port_name))
-        if port_name not in self.port_programs:
-            functions = self.ROLE_FUNCTIONS[role]
-            copies: dict[str, int] = {}
-            try:
-                for hook, name in functions.items():
-                    copies[hook] = self.load_copy(name)
-            except OSError as exc:
-                log.warning("%s: %s; sharing the common program (no per-port statistics)", port_name, exc)
-                self._close_copies(copies)
-                copies = dict(self.program_fds)
-            self.port_programs[port_name] = copies
-            self._port_roles[port_name] = role
-        return self.port_programs[port_name]
+        loaded = self.port_programs.get(port_name)
+        if loaded is not None and loaded[0] == role:
+            return loaded[1]
+        if loaded is not None:
+            self._close_copies(loaded[1])
+        copies: dict[str, int] = {}
+        try:
+            for hook, name in self.ROLE_FUNCTIONS[role].items():
+                copies[hook] = self.load_copy(name)
+        except OSError as exc:
+            log.warning("%s: %s; sharing the common program (no per-port statistics)", port_name, exc)
+            self._close_copies(copies)
+            copies = dict(self.program_fds)
+        self.port_programs[port_name] = (role, copies)
+        return copies
 
     def _close_copies(self, fds: dict[str, int]) -> None:
         for fd in set(fds.values()) - set(self.program_fds.values()):
@@ -349,7 +349,7 @@ class Datapath:
     def port_stats(self) -> dict[str, dict[str, int]]:
         """Per port: run count and run time (ns) summed over its two hooks."""
         result = {}
-        for port_name, fds in self.port_programs.items():
+        for port_name, (_, fds) in self.port_programs.items():
             runs = run_ns = 0
             for fd in set(fds.values()):
                 count, ns = program_stats(fd)
@@ -463,7 +463,7 @@ class Datapath:
         return TestRunner(self.program_fds[hook])
 
     def close(self) -> None:
-        for fds in self.port_programs.values():
+        for _, fds in self.port_programs.values():
             self._close_copies(fds)
         self.port_programs.clear()
         if self._stats_fd is not None:

@@ -358,7 +358,7 @@ def _flow_records(keys: np.ndarray, values: np.ndarray, names: dict[int, str], r
         family = int(key["family"])
         packets = value["dir"]["packets"]
         octets = value["dir"]["bytes"]
-        tcp = value["tcp"]
+        dirs = value["dir"]
         subtypes = int(value["mptcp_subtypes"])
         kernel_class = names.get(int(value["class_id"]), "unclassified")
         class_name, reason = decided.get(fid, (kernel_class, "kernel"))
@@ -373,8 +373,8 @@ def _flow_records(keys: np.ndarray, values: np.ndarray, names: dict[int, str], r
             "class": class_name, "reason": reason, "kernel_class": kernel_class,
             "mptcp_connection": connection_of.get(fid),
             "mptcp_subtypes": [n for i, n in enumerate(kstructs.MPTCP_SUBTYPES) if subtypes >> i & 1],
-            "retransmits": [int(tcp[0]["retransmits"]), int(tcp[1]["retransmits"])],
-            "rtt_us": [round(int(tcp[d]["rtt_srtt_ns"]) / 1000, 1) if int(tcp[d]["rtt_samples"]) else None
+            "retransmits": [int(dirs[0]["retransmits"]), int(dirs[1]["retransmits"])],
+            "rtt_us": [round(int(dirs[d]["rtt_srtt_ns"]) / 1000, 1) if int(dirs[d]["rtt_samples"]) else None
                        for d in (0, 1)],
             "first_seen": int(value["first_seen_ns"]) / 1e9, "last_seen": int(value["last_seen_ns"]) / 1e9,
         }

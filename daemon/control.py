@@ -98,10 +98,10 @@ def extras_of(table: FlowTable) -> FlowExtras | None:
     values = table.values
     if values is None:
         return None
-    tcp = values["tcp"]
-    samples = tcp[:, UP]["rtt_samples"] > 0
-    rtt = np.where(samples, tcp[:, UP]["rtt_srtt_ns"].astype(np.float64) / 1e6, np.nan)
-    retrans = np.stack([tcp[:, UP]["retransmits"], tcp[:, DOWN]["retransmits"]], axis=1).astype(np.uint64)
+    dirs = values["dir"]
+    samples = dirs[:, UP]["rtt_samples"] > 0
+    rtt = np.where(samples, dirs[:, UP]["rtt_srtt_ns"].astype(np.float64) / 1e6, np.nan)
+    retrans = np.stack([dirs[:, UP]["retransmits"], dirs[:, DOWN]["retransmits"]], axis=1).astype(np.uint64)
     return FlowExtras(rtt_ms=rtt, retrans=retrans, mptcp_seen=values["mptcp_subtypes"] != 0)
 
 

@@ -68,22 +68,21 @@ FLOW_KEY = _struct([
     ("remote_addr", ("u1", 16), 28),
 ], 44)
 
-DIR_COUNTERS = _struct([("packets", "<u8", 0), ("bytes", "<u8", 8)], 16)
-
-TCP_DIR = _struct([
-    ("next_seq", "<u4", 0), ("retransmits", "<u4", 4), ("ts_pending", "<u4", 8),
-    ("rtt_last_ns", "<u4", 12), ("rtt_min_ns", "<u4", 16), ("rtt_srtt_ns", "<u4", 20),
-    ("rtt_samples", "<u4", 24), ("seq_valid", "u1", 28), ("ts_valid", "u1", 29),
-    ("reserved", "<u2", 30), ("ts_pending_ns", "<u8", 32),
-], 40)
+FLOW_DIR = _struct([
+    ("packets", "<u8", 0), ("bytes", "<u8", 8), ("next_seq", "<u4", 16), ("retransmits", "<u4", 20),
+    ("ts_sent", "<u4", 24), ("echo_tsval", "<u4", 28), ("echo_ns", "<u8", 32),
+    ("rtt_last_ns", "<u4", 40), ("rtt_min_ns", "<u4", 44), ("rtt_srtt_ns", "<u4", 48),
+    ("rtt_samples", "<u4", 52), ("seq_valid", "u1", 56), ("ts_state", "u1", 57),
+    ("echo_armed", "u1", 58), ("tcp_flags", "u1", 59), ("snippets", "u1", 60),
+    ("reserved", ("u1", 3), 61),
+], 64)
 
 FLOW = _struct([
-    ("dir", (DIR_COUNTERS, 2), 0), ("first_seen_ns", "<u8", 32), ("last_seen_ns", "<u8", 40),
-    ("tcp", (TCP_DIR, 2), 48), ("tcp_flags", ("u1", 2), 128), ("opened_by", "u1", 130),
-    ("class_id", "u1", 131), ("class_reason", "u1", 132), ("mptcp_version", "u1", 133),
-    ("snippets", ("u1", 2), 134), ("mptcp_subtypes", "<u2", 136), ("reserved", "<u2", 138),
-    ("policy_generation", "<u4", 140), ("join_token", "<u4", 144), ("reserved2", "<u4", 148),
-], 152)
+    ("first_seen_ns", "<u8", 0), ("last_seen_ns", "<u8", 8), ("policy_generation", "<u4", 16),
+    ("join_token", "<u4", 20), ("opened_by", "u1", 24), ("class_id", "u1", 25),
+    ("class_reason", "u1", 26), ("mptcp_version", "u1", 27), ("mptcp_subtypes", "<u2", 28),
+    ("reserved", "<u2", 30), ("dir", (FLOW_DIR, 2), 32),
+], 160)
 
 PORT = _struct([("role", "u1", 0), ("flags", "u1", 1), ("reserved", "<u2", 2)], 4)
 
@@ -131,7 +130,7 @@ EVENT_MPTCP_T = _struct([
 
 # The C struct each dtype mirrors, for the layout test and --dump-ebpf.
 C_STRUCTS = {"ab_flow_key": FLOW_KEY, "ab_flow": FLOW, "ab_port": PORT,
-             "ab_dir_counters": DIR_COUNTERS, "ab_tcp_dir": TCP_DIR, "ab_config": CONFIG, "ab_clock_sample": CLOCK_SAMPLE,
+             "ab_flow_dir": FLOW_DIR, "ab_config": CONFIG, "ab_clock_sample": CLOCK_SAMPLE,
              "ab_class": CLASS, "ab_port_class": PORT_CLASS, "ab_prefix_v4": PREFIX_V4,
              "ab_prefix_v6": PREFIX_V6, "ab_class_rule": CLASS_RULE,
              "ab_event_header": EVENT_HEADER, "ab_event_flow": EVENT_FLOW,

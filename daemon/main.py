@@ -496,15 +496,15 @@ class Daemon:
             return {"class": None, "reason": None}
         value = values[row]
         class_id, reason = int(value["class_id"]), int(value["class_reason"])
-        tcp = value["tcp"]
+        dirs = value["dir"]
         return {
             "class": self.class_names.get(class_id),
             "reason": kstructs.REASONS[reason] if reason < len(kstructs.REASONS) else None,
             # What the datapath marks with (the controller's verdict reaches it by the maps).
             "kernel_class": self.class_names.get(class_id),
-            "rtt_ms": [round(int(tcp[d]["rtt_srtt_ns"]) / 1e6, 3) if int(tcp[d]["rtt_samples"]) else None
+            "rtt_ms": [round(int(dirs[d]["rtt_srtt_ns"]) / 1e6, 3) if int(dirs[d]["rtt_samples"]) else None
                        for d in (UP, DOWN)],
-            "retransmits": [int(tcp[UP]["retransmits"]), int(tcp[DOWN]["retransmits"])],
+            "retransmits": [int(dirs[UP]["retransmits"]), int(dirs[DOWN]["retransmits"])],
             "mptcp_subtypes": int(value["mptcp_subtypes"]),
         }
 

@@ -490,7 +490,9 @@ static __always_inline void handle_mptcp_option(struct packet *pkt, __u8 *opts, 
 
 	if (subtype > AB_MPTCP_TCPRST)
 		return;
-	flow->mptcp_subtypes |= (__u16)1 << subtype;
+	/* Stored only when new: the field shares its line with the key. */
+	if (!(flow->mptcp_subtypes & ((__u16)1 << subtype)))
+		flow->mptcp_subtypes |= (__u16)1 << subtype;
 	if (subtype == AB_MPTCP_CAPABLE)
 		flow->mptcp_version = opts[(off + 2) & (OPT_BUF - 1)] & 0x0f;
 
@@ -615,12 +617,16 @@ static __always_inline __u32 saturate32(__u64 value)
 	return value > 0xffffffffULL ? 0xffffffff : (__u32)value;
 }
 
-/* Passive RTT from TCP timestamps and retransmissions from sequence numbers. */
+/*
+ * Passive RTT from TCP timestamps and retransmissions from sequence numbers.
+ * Per packet this reads and writes only its own direction's line; the other
+ * direction's line is written once per RTT sample (see struct ab_flow_dir).
+ */
 static __always_inline void track_tcp(struct __sk_buff *skb, struct ab_flow *flow, struct packet *pkt,
 				      __u8 dir, __u64 segs)
 {
-	struct ab_tcp_dir *mine = &flow->tcp[dir];
-	struct ab_tcp_dir *theirs = &flow->tcp[dir ^ 1];
+	struct ab_flow_dir *mine = &flow->dir[dir & 1];
+	struct ab_flow_dir *theirs = &flow->dir[(dir ^ 1) & 1];
 
 	if (pkt->payload_len > 0) {
 		__u32 end = pkt->seq + pkt->payload_len;
@@ -634,17 +640,21 @@ static __always_inline void track_tcp(struct __sk_buff *skb, struct ab_flow *flo
 	}
 	if (!pkt->has_ts)
 		return;
-	/* Remember a TSval the first time it passes (ts_valid: 0 never, 1 waiting
-	 * for its echo, 2 done): only a newer TSval starts a new sample, so the
-	 * time is that of its first packet, as pping does. */
-	if (mine->ts_valid == 0 || (mine->ts_valid == 2 && (__s32)(pkt->tsval - mine->ts_pending) > 0)) {
-		mine->ts_pending = pkt->tsval;
-		mine->ts_pending_ns = clock_precise(skb);
-		mine->ts_valid = 1;
+	/* Start a sample with a TSval the first time it passes: only a newer TSval
+	 * than the last echoed one, so the time is that of its first packet, as
+	 * pping does.  The watch for its echo goes to the other direction. */
+	if (mine->ts_state == AB_TS_NONE ||
+	    (mine->ts_state == AB_TS_DONE && (__s32)(pkt->tsval - mine->ts_sent) > 0)) {
+		mine->ts_sent = pkt->tsval;
+		mine->ts_state = AB_TS_WAITING;
+		theirs->echo_tsval = pkt->tsval;
+		theirs->echo_ns = clock_precise(skb);
+		theirs->echo_armed = 1;
 	}
-	if (theirs->ts_valid == 1 && (pkt->tcp_flags & TCP_ACK)) {
-		if (pkt->tsecr == theirs->ts_pending) {
-			__u32 sample = saturate32(clock_precise(skb) - theirs->ts_pending_ns);
+	/* Close the other direction's sample when this packet echoes its TSval. */
+	if (mine->echo_armed && (pkt->tcp_flags & TCP_ACK)) {
+		if (pkt->tsecr == mine->echo_tsval) {
+			__u32 sample = saturate32(clock_precise(skb) - mine->echo_ns);
 
 			theirs->rtt_last_ns = sample;
 			if (theirs->rtt_samples == 0 || sample < theirs->rtt_min_ns)
@@ -654,9 +664,12 @@ static __always_inline void track_tcp(struct __sk_buff *skb, struct ab_flow *flo
 			else
 				theirs->rtt_srtt_ns = theirs->rtt_srtt_ns - (theirs->rtt_srtt_ns >> 3) + (sample >> 3);
 			theirs->rtt_samples += 1;
-			theirs->ts_valid = 2;
-		} else if ((__s32)(pkt->tsecr - theirs->ts_pending) > 0) {
-			theirs->ts_valid = 2; /* its echo went by unseen: start afresh */
+			theirs->ts_state = AB_TS_DONE;
+			mine->echo_armed = 0;
+		} else if ((__s32)(pkt->tsecr - mine->echo_tsval) > 0) {
+			/* Its echo went by unseen: start afresh. */
+			theirs->ts_state = AB_TS_DONE;
+			mine->echo_armed = 0;
 		}
 	}
 }
@@ -761,8 +774,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir_if_wan)
 	struct packet *pkt;
 	struct ab_flow_key key = {};
 	struct ab_flow *flow;
+	struct ab_flow_dir *mine;
 	__u8 *opts;
-	__u8 seen_flags, flags_before;
+	__u8 flags_before;
 	__u64 now, segs;
 
 	if (!port)
@@ -833,22 +847,14 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir_if_wan)
 	segs = skb->gso_segs;
 	if (segs == 0)
 		segs = 1;
-	seen_flags = flow->tcp_flags[AB_DIR_UP] | flow->tcp_flags[AB_DIR_DOWN];
-	/* Stores only when something changed: a store to a line the other CPU
-	 * holds (the other direction of the flow) costs a cache-line transfer. */
-	if (dir_if_wan == AB_DIR_UP) {
-		__sync_fetch_and_add(&flow->dir[AB_DIR_UP].packets, segs);
-		__sync_fetch_and_add(&flow->dir[AB_DIR_UP].bytes, (__u64)(pkt->frame_len ? pkt->frame_len : skb->len));
-		flags_before = flow->tcp_flags[AB_DIR_UP];
-		if ((flags_before | pkt->tcp_flags) != flags_before)
-			flow->tcp_flags[AB_DIR_UP] = flags_before | pkt->tcp_flags;
-	} else {
-		__sync_fetch_and_add(&flow->dir[AB_DIR_DOWN].packets, segs);
-		__sync_fetch_and_add(&flow->dir[AB_DIR_DOWN].bytes, (__u64)(pkt->frame_len ? pkt->frame_len : skb->len));
-		flags_before = flow->tcp_flags[AB_DIR_DOWN];
-		if ((flags_before | pkt->tcp_flags) != flags_before)
-			flow->tcp_flags[AB_DIR_DOWN] = flags_before | pkt->tcp_flags;
-	}
+	mine = &flow->dir[dir_if_wan & 1];
+	__sync_fetch_and_add(&mine->packets, segs);
+	__sync_fetch_and_add(&mine->bytes, (__u64)(pkt->frame_len ? pkt->frame_len : skb->len));
+	/* Stores only when something changed: last_seen shares its line with the
+	 * key, which every lookup on either CPU reads. */
+	flags_before = mine->tcp_flags;
+	if ((flags_before | pkt->tcp_flags) != flags_before)
+		mine->tcp_flags = flags_before | pkt->tcp_flags;
 	if (flow->last_seen_ns != now)
 		flow->last_seen_ns = now;
 
@@ -859,7 +865,10 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir_if_wan)
 				break;
 			handle_mptcp_option(pkt, opts, pkt->mptcp_off[m], dir_if_wan, now, &key, flow);
 		}
-		if ((pkt->tcp_flags & (TCP_FIN | TCP_RST)) && !(seen_flags & (TCP_FIN | TCP_RST)))
+		/* The first FIN or RST either way ends the flow (the other line is
+		 * read only then). */
+		if ((pkt->tcp_flags & (TCP_FIN | TCP_RST)) &&
+		    !((flags_before | flow->dir[(dir_if_wan ^ 1) & 1].tcp_flags) & (TCP_FIN | TCP_RST)))
 			emit_flow_event(AB_EVENT_FLOW_END, dir_if_wan, now, &key, flow,
 					(pkt->tcp_flags & TCP_RST) ? AB_END_RST : AB_END_FIN);
 	}
@@ -867,9 +876,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir_if_wan)
 	if (pkt->has_ports && pkt->payload_len > 0) {
 		__u8 dns_answer = pkt->proto == IPPROTO_UDP && pkt->sport == DNS_PORT;
 
-		if (dns_answer || flow->snippets[dir_if_wan] < AB_SNIPPETS_PER_DIR) {
-			if (flow->snippets[dir_if_wan] < 0xff)
-				flow->snippets[dir_if_wan] += 1;
+		if (dns_answer || mine->snippets < AB_SNIPPETS_PER_DIR) {
+			if (mine->snippets < 0xff)
+				mine->snippets += 1;
 			emit_payload(skb, pkt, dir_if_wan, now, &key, dns_answer);
 		}
 	}

@@ -153,52 +153,68 @@ struct ab_flow_key {
 	__u8  remote_addr[16];
 };
 
-struct ab_dir_counters {
-	__u64 packets; /* wire packets: skb->gso_segs, at least 1 */
-	__u64 bytes;   /* skb->len, link-layer header included */
-};
-
 /*
- * TCP state of one direction, indexed by the direction of the packets whose
- * sequence numbers and TSvals it tracks.  RTT is passive, as pping does it: a
- * TSval is remembered with the time it first passed, and the packet in the
- * other direction that echoes it (TSecr) closes the sample.  So rtt of AB_DIR_UP
- * is the gateway <-> remote half and of AB_DIR_DOWN the gateway <-> LAN host half;
- * their sum is the end-to-end RTT.  One TSval is outstanding at a time (one
- * sample per round trip at most), which keeps the state in the flow entry.
+ * One direction of a flow, one cache line: written on every packet only by the
+ * CPU that carries that direction, so the two directions of a busy flow (data
+ * on one CPU, its ACKs on another) never fight over a line.  What the other
+ * direction needs from it crosses once per RTT sample, not once per packet.
+ *
+ * RTT is passive, as pping does it: a TSval is remembered with the time it
+ * first passed, and the packet in the other direction that echoes it (TSecr)
+ * closes the sample.  So the rtt of AB_DIR_UP is the gateway <-> remote half
+ * and of AB_DIR_DOWN the gateway <-> LAN host half; their sum is the end-to-end
+ * RTT.  One TSval per direction is outstanding at a time (one sample per round
+ * trip at most).  Its sender keeps it in ts_sent and ts_state; the watch for
+ * its echo (echo_tsval, echo_ns, echo_armed) lives in the *other* direction's
+ * line, because that is the CPU that reads it on every packet.  The echoing
+ * side writes the sample (rtt_*) and ts_state back into the sender's line.
  */
-struct ab_tcp_dir {
+struct ab_flow_dir {
+	__u64 packets;        /* wire packets: skb->gso_segs, at least 1 */
+	__u64 bytes;          /* skb->len, link-layer header included */
 	__u32 next_seq;       /* highest seq + payload sent: payload below it is a retransmission */
 	__u32 retransmits;    /* payload packets (segments) that started below next_seq */
-	__u32 ts_pending;     /* TSval waiting for its echo */
-	__u32 rtt_last_ns;    /* RTTs saturate at 2^32-1 ns (4.3 s) */
+	__u32 ts_sent;        /* this direction's TSval waiting for its echo */
+	__u32 echo_tsval;     /* the other direction's TSval this one's TSecr would echo */
+	__u64 echo_ns;        /* precise CLOCK_MONOTONIC when echo_tsval first passed */
+	__u32 rtt_last_ns;    /* RTTs of this direction's TSvals; saturate at 2^32-1 ns (4.3 s) */
 	__u32 rtt_min_ns;
 	__u32 rtt_srtt_ns;    /* smoothed as TCP does: srtt += (sample - srtt) / 8 */
 	__u32 rtt_samples;
 	__u8  seq_valid;      /* next_seq holds a value */
-	__u8  ts_valid;       /* ts_pending holds a value */
-	__u16 reserved;
-	__u64 ts_pending_ns;  /* precise CLOCK_MONOTONIC when ts_pending first passed */
+	__u8  ts_state;       /* AB_TS_*: of ts_sent */
+	__u8  echo_armed;     /* echo_tsval is being watched for */
+	__u8  tcp_flags;      /* TCP flags seen, OR-ed */
+	__u8  snippets;       /* snippet events sent */
+	__u8  reserved[3];
 };
 
+/* ab_flow_dir.ts_state */
+#define AB_TS_NONE    0 /* no TSval seen yet */
+#define AB_TS_WAITING 1 /* ts_sent waits for its echo */
+#define AB_TS_DONE    2 /* echoed (or passed unseen): the next newer TSval starts a sample */
+
 /* Counters are monotonic: user space takes deltas and never clears them
- * (a read-then-clear would lose what is counted in between). */
+ * (a read-then-clear would lose what is counted in between).
+ *
+ * Laid out for the LRU hash's element: a 48-byte kernel header, the key padded
+ * to 48 bytes, then this value, 160 bytes, so an element is exactly four cache
+ * lines and every element of the preallocated map starts on one.  The first 32
+ * bytes share a line with the key's tail, which every lookup reads: only fields
+ * written once per flow or once per tick go there.  Each direction then has a
+ * line of its own (struct ab_flow_dir). */
 struct ab_flow {
-	struct ab_dir_counters dir[2]; /* indexed by AB_DIR_* */
 	__u64 first_seen_ns;          /* CLOCK_MONOTONIC at tick resolution (jiffies) */
 	__u64 last_seen_ns;
-	struct ab_tcp_dir tcp[2];     /* indexed by AB_DIR_* */
-	__u8  tcp_flags[2];           /* TCP flags seen, OR-ed, per direction */
+	__u32 policy_generation;      /* ab_config.policy_generation at classification */
+	__u32 join_token;             /* receiver token of this subflow's MP_JOIN SYN, else 0 */
 	__u8  opened_by;              /* AB_DIR_* of the first packet seen */
 	__u8  class_id;               /* AB_CLASS_* or a user class < AB_CLASS_MAX */
 	__u8  class_reason;           /* AB_REASON_* */
 	__u8  mptcp_version;          /* from MP_CAPABLE, else AB_MPTCP_VERSION_NONE */
-	__u8  snippets[2];            /* snippet events sent per direction */
 	__u16 mptcp_subtypes;         /* bit AB_MPTCP_* set when seen */
 	__u16 reserved;
-	__u32 policy_generation;      /* ab_config.policy_generation at classification */
-	__u32 join_token;             /* receiver token of this subflow's MP_JOIN SYN, else 0 */
-	__u32 reserved2;
+	struct ab_flow_dir dir[2];    /* indexed by AB_DIR_* */
 };
 
 struct ab_port {

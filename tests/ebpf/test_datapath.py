@@ -188,7 +188,7 @@ def test_passive_rtt_matches_the_timestamp_echo(dp):
     down(dp, ethernet(ipv4(REMOTE, LAN, 6, tcp(443, 40000, ACK, options=ts_option(900, 100))), 0x0800), 35 * ms)
     up(dp, v4_tcp(flags=ACK, seq=1001, payload=b"y", options=ts_option(101, 900)), 37 * ms)
     _, values = flows(dp)
-    tcp_state = values["tcp"][0]
+    tcp_state = values["dir"][0]
     assert tcp_state[0]["rtt_last_ns"] == 25 * ms   # gateway <-> remote
     assert tcp_state[1]["rtt_last_ns"] == 2 * ms    # gateway <-> LAN host
     assert tcp_state[0]["rtt_samples"] == 1 and tcp_state[0]["rtt_min_ns"] == 25 * ms
@@ -203,7 +203,7 @@ def test_passive_rtt_also_from_timestamps_behind_other_options(dp):
     down(dp, ethernet(ipv4(REMOTE, LAN, 6, tcp(443, 40000, ACK, options=dss + ts_option(900, 100))), 0x0800),
          35 * ms)
     _, values = flows(dp)
-    assert values["tcp"][0][0]["rtt_last_ns"] == 25 * ms
+    assert values["dir"][0][0]["rtt_last_ns"] == 25 * ms
     assert values["mptcp_subtypes"][0] == 1 << 2
 
 
@@ -213,7 +213,7 @@ def test_retransmission_is_payload_below_the_highest_sequence(dp):
     up(dp, v4_tcp(seq=1000, payload=b"a" * 100))   # again
     up(dp, v4_tcp(seq=1200, flags=ACK))             # pure ACK: not a retransmission
     _, values = flows(dp)
-    assert values["tcp"][0][0]["retransmits"] == 1
+    assert values["dir"][0][0]["retransmits"] == 1
 
 
 def _dscp_v4(frame: bytes) -> tuple[int, int]:

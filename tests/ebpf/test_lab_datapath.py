@@ -192,7 +192,7 @@ def test_passive_rtt_agrees_with_the_client_socket(gateway):
             ss_rtt = _ss_rtt_ms(lab, port)
             keys, values = datapath.sweep_flows()
             rows = [i for i, k in enumerate(keys) if int(k["remote_port"]) == port]
-            tcp_state = values["tcp"][rows[0]]
+            tcp_state = values["dir"][rows[0]]
             ours = (int(tcp_state[0]["rtt_srtt_ns"]) + int(tcp_state[1]["rtt_srtt_ns"])) / 1e6
             samples.append((ss_rtt, ours))
             time.sleep(0.3)

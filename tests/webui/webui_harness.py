@@ -377,10 +377,10 @@ class Scenery:
         provider.control.set_links([LinkSpec("wan0", 2, 50, 200), LinkSpec("wan1", self.WAN1, 20, 100)])
 
         tcp = provider.keys["proto"] == 6
-        rtt = provider.values["tcp"]["rtt_srtt_ns"]
+        rtt = provider.values["dir"]["rtt_srtt_ns"]
         rtt[tcp, 0] = np.where(provider.keys["ifindex"][tcp] == 2, 18_000_000, 42_000_000)
-        provider.values["tcp"]["rtt_samples"][tcp, 0] = 5
-        provider.values["tcp"]["retransmits"][tcp, 0] = np.arange(int(tcp.sum())) % 3
+        provider.values["dir"]["rtt_samples"][tcp, 0] = 5
+        provider.values["dir"]["retransmits"][tcp, 0] = np.arange(int(tcp.sum())) % 3
 
         keys = np.zeros(2, dtype=kstructs.FLOW_KEY)
         for i, (ifindex, lan, port) in enumerate(((2, self.LAN_ADDRESS, 40001), (self.WAN1, self.JOIN_ADDRESS, 40002))):
@@ -390,8 +390,8 @@ class Scenery:
             keys[i]["remote_addr"][:4] = [int(b) for b in self.REMOTE.split(".")]
         values = np.zeros(2, dtype=provider.values.dtype)
         values["first_seen_ns"] = values["last_seen_ns"] = provider.now_ns
-        values["tcp"]["rtt_srtt_ns"][:, 0] = (19_500_000, 44_000_000)
-        values["tcp"]["rtt_samples"][:, 0] = 5
+        values["dir"]["rtt_srtt_ns"][:, 0] = (19_500_000, 44_000_000)
+        values["dir"]["rtt_samples"][:, 0] = 5
         self.rows = np.arange(len(provider.keys), len(provider.keys) + 2)
         provider.keys = np.concatenate([provider.keys, keys])
         provider.values = np.concatenate([provider.values, values])

@@ -261,10 +261,20 @@ class Datapath:
     """The compiled program, its tc entry points, its maps and its ring buffer."""
 
     FUNCTIONS = {"ingress": b"ab_ingress", "egress": b"ab_egress"}
-    # What each role's port runs: a LAN port's ingress has nothing to do, and its
-    # own entry point returns at once, where ab_ingress would look the port up first.
-    ROLE_FUNCTIONS = {kstructs.ROLE_WAN: FUNCTIONS,
-                      kstructs.ROLE_LAN: {"ingress": b"ab_lan_ingress", "egress": b"ab_egress"}}
+
+    @staticmethod
+    def entry_points(role: int, flags: int) -> dict[str, bytes]:
+        """The entry point each hook of a port with this role and these flags
+        (kstructs.PORT_*) runs: made for them, so the program never looks the port
+        up (see the entry points in datapath.bpf.c)."""
+        mark = bool(flags & kstructs.PORT_MARK)
+        if role == kstructs.ROLE_WAN and mark:
+            return {"ingress": b"ab_wan_ingress", "egress": b"ab_wan_egress"}
+        if role == kstructs.ROLE_WAN and flags & kstructs.PORT_COUNT:
+            return {"ingress": b"ab_wan_ingress_count", "egress": b"ab_wan_egress_count"}
+        if role == kstructs.ROLE_LAN and mark:
+            return {"ingress": b"ab_pass", "egress": b"ab_lan_egress"}
+        return {"ingress": b"ab_pass", "egress": b"ab_pass"}
 
     def __init__(self, options: BuildOptions = BuildOptions()):
         from bcc import BPF  # imported here: only the daemon (root) loads BCC
@@ -294,8 +304,8 @@ class Datapath:
         self.events_drained = 0
         # Per-port program copies: the kernel keeps run statistics per program,
         # so one copy per port and hook gives ns/packet per interface for free.
-        # Per port: the role the copies were loaded for, and their fds by hook.
-        self.port_programs: dict[str, tuple[int, dict[str, int]]] = {}
+        # Per port: the (role, flags) the copies were loaded for, and their fds by hook.
+        self.port_programs: dict[str, tuple[tuple[int, int], dict[str, int]]] = {}
         self._stats_fd: int | None = None
         self._sweep_buffers: list[tuple[np.ndarray, np.ndarray] | None] = [None, None]
         self._sweep_turn = 0
@@ -319,22 +329,23 @@ class Datapath:
             raise OSError(-fd, f"loading a copy of {name.decode()} failed")
         return fd
 
-    def programs_for(self, port_name: str, role: int) -> dict[str, int]:
-        """The program fds (ingress, egress) a port of this role runs: its own copies."""
+    def programs_for(self, port_name: str, role: int, flags: int) -> dict[str, int]:
+        """The program fds (ingress, egress) a port of this role and these flags
+        runs: its own copies of entry_points(role, flags)."""
         loaded = self.port_programs.get(port_name)
-        if loaded is not None and loaded[0] == role:
+        if loaded is not None and loaded[0] == (role, flags):
             return loaded[1]
         if loaded is not None:
             self._close_copies(loaded[1])
         copies: dict[str, int] = {}
         try:
-            for hook, name in self.ROLE_FUNCTIONS[role].items():
+            for hook, name in self.entry_points(role, flags).items():
                 copies[hook] = self.load_copy(name)
         except OSError as exc:
             log.warning("%s: %s; sharing the common program (no per-port statistics)", port_name, exc)
             self._close_copies(copies)
             copies = dict(self.program_fds)
-        self.port_programs[port_name] = (role, copies)
+        self.port_programs[port_name] = ((role, flags), copies)
         return copies
 
     def _close_copies(self, fds: dict[str, int]) -> None:

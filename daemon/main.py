@@ -150,14 +150,14 @@ class Daemon:
         for name in self.pending:
             iface = self.config.interface(name)
             role = kstructs.ROLE_WAN if iface.role == "wan" else kstructs.ROLE_LAN
+            flags = kstructs.PORT_COUNT | (kstructs.PORT_MARK if iface.mark else 0)
             try:
-                ifindex = self.hooks.attach(name, self.datapath.programs_for(name, role), PROGRAM_NAMES)
+                ifindex = self.hooks.attach(name, self.datapath.programs_for(name, role, flags), PROGRAM_NAMES)
             except AttachError as exc:
                 if self.ticks == 0:
                     log.warning("%s; will keep trying", exc)
                 still.append(name)
                 continue
-            flags = kstructs.PORT_COUNT | (kstructs.PORT_MARK if iface.mark else 0)
             self.datapath.set_port(ifindex, role, flags)
             self.iface_names[ifindex] = name
             self.oper_up[name] = self.hooks.oper_up(ifindex)

@@ -765,11 +765,11 @@ static __always_inline void steer_lan_egress(struct __sk_buff *skb)
 		skb->priority = *priority;
 }
 
-static __always_inline int handle(struct __sk_buff *skb, __u8 dir_if_wan)
+/* A packet crossing a WAN port: count it in its flow, and mark it when `marking`. */
+static __always_inline int handle_wan(struct __sk_buff *skb, __u8 dir_if_wan, __u8 marking)
 {
 	__u32 ifindex = skb->ifindex;
 	__u32 zero = 0;
-	struct ab_port *port = port_of(ifindex);
 	struct ab_config *cfg;
 	struct packet *pkt;
 	struct ab_flow_key key = {};
@@ -779,15 +779,6 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir_if_wan)
 	__u8 flags_before;
 	__u64 now, segs;
 
-	if (!port)
-		return TC_ACT_OK;
-	if (port->role == AB_ROLE_LAN) {
-		if (dir_if_wan == AB_DIR_UP && (port->flags & AB_PORT_MARK))
-			steer_lan_egress(skb);
-		return TC_ACT_OK;
-	}
-	if (port->role != AB_ROLE_WAN || !(port->flags & (AB_PORT_COUNT | AB_PORT_MARK)))
-		return TC_ACT_OK;
 	cfg = config.lookup(&zero);
 	if (!cfg)
 		return TC_ACT_OK;
@@ -883,12 +874,43 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir_if_wan)
 		}
 	}
 
-	if (port->flags & AB_PORT_MARK)
+	if (marking)
 		mark(skb, pkt, flow->class_id, dir_if_wan == AB_DIR_UP);
 	return TC_ACT_OK;
 }
 
-/* At a WAN port, egress carries upload and ingress carries download. */
+/* Any port: its role and flags from the ports maps. */
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir_if_wan)
+{
+	struct ab_port *port = port_of(skb->ifindex);
+
+	if (!port)
+		return TC_ACT_OK;
+	if (port->role == AB_ROLE_LAN) {
+		if (dir_if_wan == AB_DIR_UP && (port->flags & AB_PORT_MARK))
+			steer_lan_egress(skb);
+		return TC_ACT_OK;
+	}
+	if (port->role != AB_ROLE_WAN || !(port->flags & (AB_PORT_COUNT | AB_PORT_MARK)))
+		return TC_ACT_OK;
+	return handle_wan(skb, dir_if_wan, port->flags & AB_PORT_MARK);
+}
+
+/*
+ * Entry points.  At a WAN port, egress carries upload and ingress carries
+ * download.
+ *
+ * The daemon knows each port's role and flags when it attaches, so it attaches
+ * the entry points made for them, which never look the port up (a cold line
+ * per packet under forwarding load): ab_wan_* (count and mark), ab_wan_*_count
+ * (count only), ab_lan_egress (steer by the DSCP written at WAN ingress) and
+ * ab_pass where there is nothing to do.  A flow's key needs the WAN port it
+ * crosses, so upload is counted and marked at WAN egress and a LAN port's
+ * ingress runs ab_pass.
+ *
+ * ab_egress and ab_ingress serve any port from the ports maps: the offline
+ * analyzer runs them, and a port whose own copy fails to load shares them.
+ */
 int ab_egress(struct __sk_buff *skb)
 {
 	return handle(skb, AB_DIR_UP);
@@ -899,12 +921,33 @@ int ab_ingress(struct __sk_buff *skb)
 	return handle(skb, AB_DIR_DOWN);
 }
 
-/* A LAN port's ingress, where there is nothing to do: a flow's key needs the
- * WAN port it crosses, so upload is counted and marked at WAN egress.  User
- * space attaches this entry point at LAN ingress because it knows the port's
- * role, which spares the port lookup ab_ingress would make to learn it (about
- * 25 ns of cold lines per upload packet under forwarding load). */
-int ab_lan_ingress(struct __sk_buff *skb)
+int ab_wan_egress(struct __sk_buff *skb)
+{
+	return handle_wan(skb, AB_DIR_UP, 1);
+}
+
+int ab_wan_ingress(struct __sk_buff *skb)
+{
+	return handle_wan(skb, AB_DIR_DOWN, 1);
+}
+
+int ab_wan_egress_count(struct __sk_buff *skb)
+{
+	return handle_wan(skb, AB_DIR_UP, 0);
+}
+
+int ab_wan_ingress_count(struct __sk_buff *skb)
+{
+	return handle_wan(skb, AB_DIR_DOWN, 0);
+}
+
+int ab_lan_egress(struct __sk_buff *skb)
+{
+	steer_lan_egress(skb);
+	return TC_ACT_OK;
+}
+
+int ab_pass(struct __sk_buff *skb)
 {
 	return TC_ACT_OK;
 }

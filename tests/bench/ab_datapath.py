@@ -12,8 +12,9 @@ to minute, so only a difference measured in the same rounds means anything.
     .venv/bin/python tests/bench/ab_datapath.py --against HEAD      # HEAD's ebpf/ vs the working tree's
 
 The Python side is the working tree's for both builds, so REV's ebpf/ must have
-the same entry points and map layouts (a revision before ab_clock_probe and
-ab_lan_ingress does not load); for older code, check out a worktree instead.
+the same entry points and map layouts: the tool refuses a revision that lacks
+an entry point the working tree attaches.  For older code, check out a worktree
+instead.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_datapath import REPO, _noop_program, forwarding_lab, forwarding_rounds  # noqa: E402
 
-from anabranch.daemon import policy  # noqa: E402
+from anabranch.daemon import kstructs, policy  # noqa: E402
 from anabranch.daemon.datapath import HEADER, SOURCE, BuildOptions, Datapath  # noqa: E402
 
 
@@ -41,6 +42,16 @@ def checkout(revision: str, into: Path) -> Path:
                               check=True, capture_output=True, text=True).stdout
         (into / name).write_text(text)
     return into
+
+
+def missing_entry_points(build: Datapath) -> list[str]:
+    """The entry points the working tree attaches to the lab's ports that `build` lacks."""
+    from bcc.libbcc import lib
+
+    flags = kstructs.PORT_COUNT | kstructs.PORT_MARK
+    wanted = {name for role in (kstructs.ROLE_LAN, kstructs.ROLE_WAN)
+              for name in Datapath.entry_points(role, flags).values()}
+    return sorted(name.decode() for name in wanted if not lib.bpf_function_start(build.bpf.module, name))
 
 
 def main(argv: list[str]) -> int:
@@ -60,6 +71,10 @@ def main(argv: list[str]) -> int:
             a_options = BuildOptions(flow_map_size=size, directory=checkout(args.against, Path(tmp)))
         b_options = BuildOptions(flow_map_size=size, defines=(args.define,) if args.define else ())
         builds = {"A": Datapath(a_options), "B": Datapath(b_options)}
+    for name, build in builds.items():
+        missing = missing_entry_points(build)
+        if missing:
+            parser.error(f"build {name} lacks {', '.join(missing)}: check out a worktree of that revision instead")
     noop_bpf, noop_fd = _noop_program()
     try:
         for build in builds.values():

@@ -201,9 +201,10 @@ def forwarding_rounds(lab, hooks, configs: dict, rounds: int) -> dict[str, dict[
                 fds = [config]
                 continue
             role = kstructs.ROLE_WAN if name.startswith("wan") else kstructs.ROLE_LAN
-            programs = config.programs_for(name, role)
+            flags = kstructs.PORT_COUNT | kstructs.PORT_MARK
+            programs = config.programs_for(name, role, flags)
             ifindex = hooks.attach(name, programs, HOOK_NAMES)
-            config.set_port(ifindex, role, kstructs.PORT_COUNT | kstructs.PORT_MARK)
+            config.set_port(ifindex, role, flags)
             fds.extend(programs.values())
         return fds
 

@@ -280,24 +280,43 @@ def test_lan_ingress_and_unmarked_lan_egress_leave_priority_alone(dp):
     assert up(dp, frame).priority == 0
 
 
-def test_each_role_runs_its_own_entry_points_and_lan_ingress_does_nothing(dp):
-    """A LAN port's ingress runs ab_lan_ingress, which passes every frame untouched
-    (here even with the port registered as WAN, where ab_ingress counts); a port
-    that changes role gets the other role's programs."""
+def test_each_port_runs_entry_points_made_for_its_role_and_flags(dp):
+    """The daemon attaches entry points made for a port's role and flags, which
+    never read the ports maps (here the port is cleared from them): a LAN port's
+    ingress and an unmarked LAN egress pass frames untouched, a marked LAN egress
+    steers by DSCP, a WAN port counts, and marks only when marking is on.  A port
+    whose role or flags change gets new copies."""
     from anabranch.daemon import kstructs
     from anabranch.daemon.datapath import TestRunner
 
-    frame = v4_tcp(sport=443, dport=40000, src=REMOTE, dst=LAN, tos=8 << 2)
-    lan = dp.programs_for("lan-role", kstructs.ROLE_LAN)
-    result = TestRunner(lan["ingress"]).run(frame)
-    assert (result.retval, result.frame, result.priority) == (TC_ACT_OK, frame, 0)
-    assert len(flows(dp)[0]) == 0
-    wan = dp.programs_for("wan-role", kstructs.ROLE_WAN)
-    TestRunner(wan["ingress"]).run(frame)
+    count, mark = kstructs.PORT_COUNT, kstructs.PORT_COUNT | kstructs.PORT_MARK
+    dp.clear_port(1)
+    download = v4_tcp(sport=443, dport=40000, src=REMOTE, dst=LAN, tos=8 << 2)
+    voice = v4_tcp(dport=5060)
+
+    def run(port, role, flags, hook, frame):
+        return TestRunner(dp.programs_for(port, role, flags)[hook]).run(frame)
+
+    for flags in (count, mark):
+        result = run(f"lan-{flags}", kstructs.ROLE_LAN, flags, "ingress", download)
+        assert (result.retval, result.frame, result.priority) == (TC_ACT_OK, download, 0)
+    assert run("lan-count", kstructs.ROLE_LAN, count, "egress", download).priority == 0
+    assert run("lan-mark", kstructs.ROLE_LAN, mark, "egress", download).priority == 0x10015  # background 1:15
+    assert len(flows(dp)[0]) == 0                       # LAN ports never count
+
+    counted = run("wan-count", kstructs.ROLE_WAN, count, "egress", voice)
+    assert (counted.frame, counted.priority) == (voice, 0)
     assert len(flows(dp)[0]) == 1
     dp.clear_flows()
-    TestRunner(dp.programs_for("lan-role", kstructs.ROLE_WAN)["ingress"]).run(frame)
+    marked = run("wan-mark", kstructs.ROLE_WAN, mark, "egress", voice)
+    assert marked.priority == 0x10011 and marked.frame != voice  # voice 1:11, DSCP rewritten
     assert len(flows(dp)[0]) == 1
+
+    dp.clear_flows()
+    assert dp.programs_for("lan-mark", kstructs.ROLE_LAN, mark) is dp.programs_for("lan-mark", kstructs.ROLE_LAN, mark)
+    assert run("lan-mark", kstructs.ROLE_WAN, count, "egress", voice).priority == 0   # now a counting WAN port
+    assert len(flows(dp)[0]) == 1
+    assert run("lan-mark", kstructs.ROLE_WAN, mark, "egress", voice).priority == 0x10011
 
 
 def test_a_cleared_port_is_passed_without_counting(dp):

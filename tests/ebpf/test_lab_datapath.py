@@ -43,9 +43,10 @@ def gateway(tmp_path):
         ports = {}
         for name in ("lan0", "lan1", "wan0", "wan1"):
             role = kstructs.ROLE_WAN if name.startswith("wan") else kstructs.ROLE_LAN
-            ifindex = hooks.attach(name, datapath.programs_for(name, role),
+            flags = kstructs.PORT_COUNT | kstructs.PORT_MARK
+            ifindex = hooks.attach(name, datapath.programs_for(name, role, flags),
                                    {"ingress": "anabranch_in", "egress": "anabranch_eg"})
-            datapath.set_port(ifindex, role, kstructs.PORT_COUNT | kstructs.PORT_MARK)
+            datapath.set_port(ifindex, role, flags)
             ports[name] = ifindex
         yield lab, datapath, ports
     finally:

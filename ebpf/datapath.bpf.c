@@ -91,20 +91,26 @@ struct packet {
 	__u32 seq;
 	__u32 tsval;
 	__u32 tsecr;
-	__u8  mptcp_off[MAX_MPTCP_OPTIONS]; /* offsets into opts of MPTCP options */
-	__u8  mptcp_count;
-	__u8  opt_len;
-	__u8  ts_off;         /* offset of the TSval in opts, 0 = no timestamps */
-	__u8  opt_cursor;     /* the option walk's position */
+	__u8  mptcp_count;    /* MPTCP options found by the option walk */
+	__u8  opt_len;        /* TCP option bytes left for the option walk */
 	__u8  reserved2[2];
-	__u8  saddr[16];
-	__u8  daddr[16];
-	__u8  opts[OPT_BUF]; /* the TCP option area, copied */
 };
 
-/* Per-CPU scratch: the parsed packet and a new flow's value do not fit on the
- * 512-byte stack beside the rest. */
-BPF_PERCPU_ARRAY(scratch_packet, struct packet, 1);
+/* The TCP option walk, for option areas other than NOP NOP TIMESTAMP: the bytes
+ * copied and the walk's state, in per-CPU memory whose contents the verifier
+ * does not track, so the states of the walk's steps stay prunable. */
+struct tcp_options {
+	__u8  mptcp_off[MAX_MPTCP_OPTIONS]; /* offsets into bytes of MPTCP options */
+	__u8  mptcp_count;
+	__u8  ts_off;         /* offset of the TSval in bytes, 0 = no timestamps */
+	__u8  cursor;         /* the walk's position */
+	__u8  reserved[3];
+	__u8  bytes[OPT_BUF]; /* the TCP option area, copied */
+};
+
+/* Per-CPU scratch.  The parsed packet itself lives on the stack, whose lines
+ * the kernel's own calls keep warm; a new flow's value does not fit there. */
+BPF_PERCPU_ARRAY(scratch_options, struct tcp_options, 1);
 BPF_PERCPU_ARRAY(fresh_flow, struct ab_flow, 1);
 
 static __always_inline void count_error(__u32 index)
@@ -187,9 +193,13 @@ static __always_inline void *skip_l2(void *data, void *data_end, __u16 *eth_prot
 	return cursor;
 }
 
-/* Parse L2/L3/L4 headers into *pkt; returns 0 when the packet belongs to a flow. */
-static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
+/* Parse L2/L3/L4 headers into *pkt, and the addresses straight into the flow's
+ * key by direction; returns 0 when the packet belongs to a flow. */
+static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt, struct ab_flow_key *key,
+				 __u8 dir)
 {
+	__u8 *src = dir == AB_DIR_UP ? key->lan_addr : key->remote_addr;
+	__u8 *dst = dir == AB_DIR_UP ? key->remote_addr : key->lan_addr;
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	void *cursor;
@@ -215,8 +225,8 @@ static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
 		}
 		pkt->family = AB_FAMILY_V4;
 		pkt->tos = ip->tos;
-		__builtin_memcpy(pkt->saddr, &ip->saddr, 4);
-		__builtin_memcpy(pkt->daddr, &ip->daddr, 4);
+		__builtin_memcpy(src, &ip->saddr, 4);
+		__builtin_memcpy(dst, &ip->daddr, 4);
 		l4proto = ip->protocol;
 		pkt->proto = l4proto;
 		ip_len = bpf_ntohs(ip->tot_len);
@@ -234,8 +244,8 @@ static __always_inline int parse(struct __sk_buff *skb, struct packet *pkt)
 		}
 		pkt->family = AB_FAMILY_V6;
 		pkt->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
-		__builtin_memcpy(pkt->saddr, &ip6->saddr, 16);
-		__builtin_memcpy(pkt->daddr, &ip6->daddr, 16);
+		__builtin_memcpy(src, &ip6->saddr, 16);
+		__builtin_memcpy(dst, &ip6->daddr, 16);
 		l4proto = ip6->nexthdr;
 		if (ip6->payload_len)
 			ip_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
@@ -352,12 +362,18 @@ static __always_inline __u32 read_be32(__u8 *opts, __u32 o)
  * leaves the same register state and the verifier prunes them instead of
  * exploring each combination of option kinds.
  */
-static __always_inline void parse_tcp_options(struct __sk_buff *skb, struct packet *pkt, __u8 *opts)
+static __always_inline void parse_tcp_options(struct __sk_buff *skb, struct packet *pkt)
 {
+	__u32 zero = 0;
+	struct tcp_options *o = scratch_options.lookup(&zero);
 	__u32 len = pkt->opt_len;
+	__u8 *opts;
 
-	if (len == 0)
+	if (len == 0 || !o)
 		return;
+	/* The option bytes are only read below the copied length: no need to clear them. */
+	__builtin_memset(o, 0, offsetof(struct tcp_options, bytes));
+	opts = o->bytes;
 	if (len > AB_TCP_OPTIONS_MAX)
 		len = AB_TCP_OPTIONS_MAX;
 	if (bpf_skb_load_bytes(skb, pkt->l4_off + sizeof(struct tcphdr), opts,
@@ -365,10 +381,9 @@ static __always_inline void parse_tcp_options(struct __sk_buff *skb, struct pack
 		count_error(AB_ERR_TRUNCATED);
 		return;
 	}
-	pkt->opt_cursor = 0;
 #pragma unroll
 	for (int step = 0; step < MAX_OPTION_STEPS; step++) {
-		__u32 i = pkt->opt_cursor;
+		__u32 i = o->cursor;
 		__u8 kind, olen;
 
 		if (i >= len)
@@ -389,35 +404,38 @@ static __always_inline void parse_tcp_options(struct __sk_buff *skb, struct pack
 				break;
 			}
 			if (kind == TCPOPT_TIMESTAMP && olen == 10) {
-				pkt->ts_off = i + 2;
+				o->ts_off = i + 2;
 			} else if (kind == TCPOPT_MPTCP && olen >= 3) {
-				__u8 count = pkt->mptcp_count;
+				__u8 count = o->mptcp_count;
 
 				if (count < MAX_MPTCP_OPTIONS) {
-					pkt->mptcp_off[count & 1] = i;
-					pkt->mptcp_count = count + 1;
+					o->mptcp_off[count & 1] = i;
+					o->mptcp_count = count + 1;
 				}
 			}
 		}
-		pkt->opt_cursor = i + olen;
+		o->cursor = i + olen;
 		asm volatile("" ::: "memory");
 	}
-	if (pkt->ts_off) {
+	pkt->mptcp_count = o->mptcp_count;
+	if (o->ts_off) {
 		pkt->has_ts = 1;
-		pkt->tsval = read_be32(opts, pkt->ts_off);
-		pkt->tsecr = read_be32(opts, pkt->ts_off + 4);
+		pkt->tsval = read_be32(opts, o->ts_off);
+		pkt->tsecr = read_be32(opts, o->ts_off + 4);
 	}
 }
 
 /* Receiver token of an MP_JOIN on a SYN (without ACK), else 0. */
-static __always_inline __u32 join_token(struct packet *pkt, __u8 *opts)
+static __always_inline __u32 join_token(struct packet *pkt, struct tcp_options *o)
 {
+	__u8 *opts = o->bytes;
+
 	for (int m = 0; m < MAX_MPTCP_OPTIONS; m++) {
 		__u32 off;
 
-		if (m >= pkt->mptcp_count)
+		if (m >= o->mptcp_count)
 			break;
-		off = pkt->mptcp_off[m];
+		off = o->mptcp_off[m];
 		if ((opts[(off + 2) & (OPT_BUF - 1)] >> 4) == AB_MPTCP_JOIN &&
 		    opts[(off + 1) & (OPT_BUF - 1)] >= 12 &&
 		    (pkt->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
@@ -771,27 +789,22 @@ static __always_inline int handle_wan(struct __sk_buff *skb, __u8 dir_if_wan, __
 	__u32 ifindex = skb->ifindex;
 	__u32 zero = 0;
 	struct ab_config *cfg;
-	struct packet *pkt;
+	struct packet packet = {};
+	struct packet *pkt = &packet;
 	struct ab_flow_key key = {};
 	struct ab_flow *flow;
 	struct ab_flow_dir *mine;
-	__u8 *opts;
+	struct tcp_options *options;
 	__u8 flags_before;
 	__u64 now, segs;
 
 	cfg = config.lookup(&zero);
 	if (!cfg)
 		return TC_ACT_OK;
-	pkt = scratch_packet.lookup(&zero);
-	if (!pkt)
-		return TC_ACT_OK;
-	/* The option bytes are only read below the copied length: no need to clear them. */
-	__builtin_memset(pkt, 0, offsetof(struct packet, opts));
-	opts = pkt->opts;
-	if (parse(skb, pkt) < 0)
+	if (parse(skb, pkt, &key, dir_if_wan) < 0)
 		return TC_ACT_OK;
 	if (pkt->proto == IPPROTO_TCP && pkt->opt_len)
-		parse_tcp_options(skb, pkt, opts);
+		parse_tcp_options(skb, pkt);
 
 	key.ifindex = ifindex;
 	key.family = pkt->family;
@@ -799,13 +812,9 @@ static __always_inline int handle_wan(struct __sk_buff *skb, __u8 dir_if_wan, __
 	if (dir_if_wan == AB_DIR_UP) {
 		key.lan_port = pkt->sport;
 		key.remote_port = pkt->dport;
-		__builtin_memcpy(key.lan_addr, pkt->saddr, 16);
-		__builtin_memcpy(key.remote_addr, pkt->daddr, 16);
 	} else {
 		key.lan_port = pkt->dport;
 		key.remote_port = pkt->sport;
-		__builtin_memcpy(key.lan_addr, pkt->daddr, 16);
-		__builtin_memcpy(key.remote_addr, pkt->saddr, 16);
 	}
 
 	now = clock_coarse(skb, cfg);
@@ -820,8 +829,9 @@ static __always_inline int handle_wan(struct __sk_buff *skb, __u8 dir_if_wan, __
 		fresh->last_seen_ns = now;
 		fresh->opened_by = dir_if_wan;
 		fresh->mptcp_version = AB_MPTCP_VERSION_NONE;
-		if (pkt->mptcp_count)
-			fresh->join_token = join_token(pkt, opts);
+		options = pkt->mptcp_count ? scratch_options.lookup(&zero) : NULL;
+		if (options)
+			fresh->join_token = join_token(pkt, options);
 		classify(fresh, &key, cfg);
 		/* BPF_NOEXIST: if another CPU inserted it first, keep theirs. */
 		if (flows.insert(&key, fresh) == 0)
@@ -851,10 +861,12 @@ static __always_inline int handle_wan(struct __sk_buff *skb, __u8 dir_if_wan, __
 
 	if (pkt->proto == IPPROTO_TCP && pkt->has_ports) {
 		track_tcp(skb, flow, pkt, dir_if_wan, segs);
-		for (int m = 0; m < MAX_MPTCP_OPTIONS; m++) {
-			if (m >= pkt->mptcp_count)
+		options = pkt->mptcp_count ? scratch_options.lookup(&zero) : NULL;
+		for (int m = 0; m < MAX_MPTCP_OPTIONS && options; m++) {
+			if (m >= options->mptcp_count)
 				break;
-			handle_mptcp_option(pkt, opts, pkt->mptcp_off[m], dir_if_wan, now, &key, flow);
+			handle_mptcp_option(pkt, options->bytes, options->mptcp_off[m], dir_if_wan, now, &key,
+					    flow);
 		}
 		/* The first FIN or RST either way ends the flow (the other line is
 		 * read only then). */

@@ -356,9 +356,8 @@ def _flow_records(keys: np.ndarray, values: np.ndarray, names: dict[int, str], r
     for row in order.tolist():
         key, value, fid = keys[row], values[row], int(ids[row])
         family = int(key["family"])
-        packets = value["dir"]["packets"]
-        octets = value["dir"]["bytes"]
         dirs = value["dir"]
+        packets, octets = dirs["packets"], dirs["bytes"]
         subtypes = int(value["mptcp_subtypes"])
         kernel_class = names.get(int(value["class_id"]), "unclassified")
         class_name, reason = decided.get(fid, (kernel_class, "kernel"))

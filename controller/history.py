@@ -116,6 +116,18 @@ class History:
         text = self._meta(f"state:{key}")
         return json.loads(text) if text else None
 
+    def save_state(self, state: dict[str, object]) -> None:
+        """Store named state outside a tick's write (the controller's usage at close)."""
+        self.db.execute("BEGIN")
+        try:
+            for key, value in state.items():
+                self._set_meta(f"state:{key}", json.dumps(value))
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+
     def last_alert_id(self) -> int:
         return self.db.execute("SELECT COALESCE(MAX(id), 0) FROM alerts").fetchone()[0]
 

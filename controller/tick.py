@@ -126,6 +126,7 @@ class Controller:
         self._deltas = CounterDeltas()
         self._tick_deltas = np.zeros((0, 4))
         self._last_state = None
+        self._usage_unsaved = False     # usage counted since the last snapshot written
         # The composition, in order: each step reads what the previous ones produced.
         self.steps: tuple[tuple[str, Callable[..., None]], ...] = (
             ("classify", self._classify),
@@ -152,7 +153,14 @@ class Controller:
             self.alerting.restore(open_alerts(self.history), now)
 
     def close(self) -> None:
+        """Save the usage counted since the last periodic snapshot (a restart would
+        lose up to state_every_s of it), then close the history."""
         if self.history is not None:
+            if self._usage_unsaved:
+                try:
+                    self.history.save_state({"usage": self.usage.snapshot()})
+                except (sqlite3.Error, OSError):
+                    pass    # a full or read-only disk: the periodic snapshot stands, closing goes on
             self.history.close()
 
     def tick(self, table: FlowTable, events: list, now: float, extras: FlowExtras | None = None,
@@ -206,6 +214,7 @@ class Controller:
 
     def _usage(self, result: TickResult, table, events, now, extras, datapath) -> None:
         result.quota_events = self.usage.update(table, now, byte_deltas=self._tick_deltas[:, 2:])
+        self._usage_unsaved = True
 
     def _alerts(self, result: TickResult, table, events, now, extras, datapath) -> None:
         m: dict[str, dict[str, float]] = {
@@ -271,4 +280,6 @@ class Controller:
             if state is not None:
                 self._last_state = None     # the usage snapshot is due again next tick
             return
+        if state is not None:
+            self._usage_unsaved = False
         self.history_failures = 0

@@ -73,6 +73,22 @@ def test_restart_continues_history_and_keeps_active_alerts(tmp_path):
     again.close()
 
 
+def test_usage_counted_since_the_last_snapshot_survives_a_clean_restart(tmp_path):
+    """Usage totals are saved every state_every_s (60 s) and again at close, so a
+    stop between two snapshots (a package upgrade) loses none of the bytes counted."""
+    controller = Controller(options(tmp_path))
+    controller.tick(table([WEB]), [], T0)                                   # snapshot due at once
+    controller.tick(table([{**WEB, "bytes": (5000, 20_000)}]), [], T0 + 1)  # not due for 59 s
+    assert controller.usage.hosts["10.0.0.3"].day_bytes == [5000, 20_000]
+    controller.close()
+    again = Controller(options(tmp_path))
+    assert again.usage.hosts["10.0.0.3"].day_bytes == [5000, 20_000]
+    again.close()
+    untouched = Controller(options(tmp_path))        # opened and closed without a tick
+    untouched.close()
+    assert Controller(options(tmp_path)).usage.hosts["10.0.0.3"].day_bytes == [5000, 20_000]
+
+
 def test_a_restored_alert_resolves_once_measured_and_clear(tmp_path):
     controller = Controller(options(tmp_path))
     controller.tick(table([WEB]), [], T0, datapath=DatapathHealth(links_down={"lte": 1.0}))

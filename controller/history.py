@@ -117,16 +117,10 @@ class History:
         return json.loads(text) if text else None
 
     def save_state(self, state: dict[str, object]) -> None:
-        """Store named state outside a tick's write (the controller's usage at close)."""
-        self.db.execute("BEGIN")
-        try:
-            for key, value in state.items():
-                self._set_meta(f"state:{key}", json.dumps(value))
-            self.db.execute("COMMIT")
-        except BaseException:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise
+        """Store named state: within a tick's write, or alone (the controller's usage at
+        close), where each key is one statement and so written whole or not at all."""
+        for key, value in state.items():
+            self._set_meta(f"state:{key}", json.dumps(value))
 
     def last_alert_id(self) -> int:
         return self.db.execute("SELECT COALESCE(MAX(id), 0) FROM alerts").fetchone()[0]
@@ -150,8 +144,7 @@ class History:
             db.executemany("INSERT OR REPLACE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            ((a.id, a.rule, a.metric, a.subject, a.severity, a.summary, a.value,
                              a.threshold, a.raised_at, a.resolved_at) for a in alerts))
-            for key, value in (state or {}).items():
-                self._set_meta(f"state:{key}", json.dumps(value))
+            self.save_state(state or {})
             minute_done = self._downsample(t)
             # Seconds older than their retention go a tick at a time, not a minute's worth at
             # once (after the minute level has averaged them: _downsample runs first).

@@ -260,8 +260,6 @@ def program_stats(prog_fd: int) -> tuple[int, int]:
 class Datapath:
     """The compiled program, its tc entry points, its maps and its ring buffer."""
 
-    FUNCTIONS = {"ingress": b"ab_ingress", "egress": b"ab_egress"}
-
     @staticmethod
     def entry_points(role: int, flags: int) -> dict[str, bytes]:
         """The entry point each hook of a port with this role and these flags

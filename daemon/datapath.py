@@ -8,11 +8,13 @@ cflags and the header it would compile.
 from __future__ import annotations
 
 import ctypes as ct
-import errno
 import logging
+import mmap
 import os
+import secrets
 import time
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -22,6 +24,8 @@ import numpy as np
 from . import kstructs
 
 log = logging.getLogger(__name__)
+
+_KEY_BYTES = np.dtype((np.void, kstructs.FLOW_KEY.itemsize))  # keys compared as bytes
 
 SOURCE = "datapath.bpf.c"
 HEADER = "datapath.h"
@@ -44,18 +48,26 @@ class BuildOptions:
     # Benchmarks compare builds: another copy of ebpf/, and extra -D macros.
     directory: Path | None = None
     defines: tuple[str, ...] = ()
+    # The flow table's hash seed; None = a random one per load (see AB_FLOW_SEED).
+    flow_seed: int | None = None
+
+    @property
+    def flow_slots(self) -> int:
+        return kstructs.flow_slots(self.flow_map_size)
 
     def source(self) -> Path:
         return self.directory or source_dir()
 
     def cflags(self) -> list[str]:
-        flags = [f"-I{self.source()}", f"-DAB_FLOW_MAP_SIZE={self.flow_map_size}",
+        flags = [f"-I{self.source()}", f"-DAB_FLOW_MAP_SIZE={self.flow_slots}",
                  f"-DAB_SNIPPET_SIZE={self.snippet_size}", f"-DAB_EVENT_PAGES={self.event_pages}",
                  f"-DAB_PORT_INDEX_SIZE={self.port_index_size}",
                  # BCC's own headers warn about things the kernel's UAPI does; keep the log clean.
                  "-Wno-macro-redefined"]
         if self.clock_from_skb:
             flags.append("-DAB_CLOCK_SKB_TSTAMP")
+        if self.flow_seed is not None:
+            flags.append(f"-DAB_FLOW_SEED={self.flow_seed:#x}ULL")
         return flags + [f"-D{name}" for name in self.defines]
 
 
@@ -70,63 +82,6 @@ def dump(options: BuildOptions) -> str:
         f"// ---- {SOURCE}",
         (directory / SOURCE).read_text(),
     ])
-
-
-class MapSweepError(OSError):
-    pass
-
-
-def _libbpf_batch():
-    from bcc.libbcc import lib  # Debian's python3-bpfcc
-    return lib.bpf_lookup_batch
-
-
-def sweep_map(fd: int, capacity: int, key_dtype: np.dtype, value_dtype: np.dtype,
-              chunk: int = 262144,
-              out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Read every entry of a hash map with BPF_MAP_LOOKUP_BATCH into numpy arrays.
-
-    Entries change while we read (the kernel keeps counting); each entry is read
-    atomically per bucket, which is all the deltas need.  `out`: arrays of
-    `capacity` entries to read into (reused buffers skip the page faults of a
-    fresh allocation, a third of the time for a million flows); the result is
-    then a view of them.
-    """
-    lookup_batch = _libbpf_batch()
-    if out is not None:
-        keys, values = out
-    else:
-        keys = np.empty(capacity, dtype=key_dtype)
-        values = np.empty(capacity, dtype=value_dtype)
-    in_batch = ct.c_uint32(0)
-    out_batch = ct.c_uint32(0)
-    count = ct.c_uint32(0)
-    total = 0
-    first = True
-    while total < capacity:
-        want = min(chunk, capacity - total)
-        count.value = want
-        rc = lookup_batch(
-            fd,
-            None if first else ct.byref(in_batch),
-            ct.byref(out_batch),
-            ct.c_void_p(keys.ctypes.data + total * key_dtype.itemsize),
-            ct.c_void_p(values.ctypes.data + total * value_dtype.itemsize),
-            ct.byref(count),
-        )
-        err = ct.get_errno()
-        total += count.value
-        if rc != 0:
-            if err == errno.ENOENT:
-                break  # walked every bucket
-            if err == errno.ENOSPC and want < capacity - total + count.value:
-                # One bucket holds more entries than this chunk: retry bigger.
-                chunk *= 2
-                continue
-            raise MapSweepError(err, f"BPF_MAP_LOOKUP_BATCH failed: {os.strerror(err)}")
-        first = False
-        in_batch.value = out_batch.value
-    return keys[:total], values[:total]
 
 
 # bpf(2) commands and attribute layouts used directly (BCC wraps neither).
@@ -277,14 +232,18 @@ class Datapath:
     def __init__(self, options: BuildOptions = BuildOptions()):
         from bcc import BPF  # imported here: only the daemon (root) loads BCC
 
+        if options.flow_seed is None:
+            options = dataclasses.replace(options, flow_seed=secrets.randbits(64))
         self.options = options
         directory = options.source()
-        log.info("compiling %s (flow map %d entries)", directory / SOURCE, options.flow_map_size)
+        log.info("compiling %s (flow table of %d slots)", directory / SOURCE, options.flow_slots)
         self.bpf = BPF(src_file=str(directory / SOURCE).encode(), cflags=options.cflags())
         self.ingress = self.bpf.load_func(b"ab_ingress", BPF.SCHED_CLS)
         self.egress = self.bpf.load_func(b"ab_egress", BPF.SCHED_CLS)
         self.clock_probe = self.bpf.load_func(b"ab_clock_probe", BPF.SCHED_CLS)
         self.flows = self.bpf[b"flows"]
+        self._table_map: mmap.mmap | None = None
+        self._slots: np.ndarray | None = None
         self.ports = self.bpf[b"ports"]
         self.port_index = self.bpf[b"port_index"]
         self.errors = self.bpf[b"errors"]
@@ -305,7 +264,7 @@ class Datapath:
         # Per port: the (role, flags) the copies were loaded for, and their fds by hook.
         self.port_programs: dict[str, tuple[tuple[int, int], dict[str, int]]] = {}
         self._stats_fd: int | None = None
-        self._sweep_buffers: list[tuple[np.ndarray, np.ndarray] | None] = [None, None]
+        self._sweep_buffers: list[np.ndarray | None] = [None, None]
         self._sweep_turn = 0
         if not options.clock_from_skb:
             self.calibrate_clock()
@@ -406,45 +365,65 @@ class Datapath:
         except KeyError:
             pass
 
+    @property
+    def slots(self) -> np.ndarray:
+        """The flow table (struct ab_flow_slot), mapped on first use: sweeps read it in place."""
+        if self._slots is None:
+            slots = self.options.flow_slots
+            length = -(-slots * kstructs.FLOW_SLOT.itemsize // mmap.PAGESIZE) * mmap.PAGESIZE
+            self._table_map = mmap.mmap(self.flows.get_fd(), length, mmap.MAP_SHARED,
+                                        mmap.PROT_READ | mmap.PROT_WRITE)
+            self._slots = np.frombuffer(self._table_map, dtype=kstructs.FLOW_SLOT, count=slots)
+        return self._slots
+
     def sweep_flows(self) -> tuple[np.ndarray, np.ndarray]:
-        """All flows, as views into one of two reused buffers (double-buffered:
-        a sweep's arrays stay valid through the next sweep; copy to keep longer)."""
+        """Every live flow: (keys, values), strided views into one of two reused
+        buffers (double-buffered: a sweep's arrays stay valid through the next
+        sweep; copy to keep longer).
+
+        Copied from the mapped table while the kernel goes on counting: each
+        counter is read whole (aligned 8 bytes), which is all deltas need."""
+        live = np.flatnonzero(self.slots["state"] == kstructs.SLOT_LIVE)
         self._sweep_turn ^= 1
-        if self._sweep_buffers[self._sweep_turn] is None:
-            size = self.options.flow_map_size
-            self._sweep_buffers[self._sweep_turn] = (np.empty(size, dtype=kstructs.FLOW_KEY),
-                                                     np.empty(size, dtype=kstructs.FLOW))
-        return sweep_map(self.flows.get_fd(), self.options.flow_map_size, kstructs.FLOW_KEY,
-                         kstructs.FLOW, out=self._sweep_buffers[self._sweep_turn])
+        rows = self._sweep_buffers[self._sweep_turn]
+        if rows is None or len(rows) < len(live):
+            size = max(len(live), min(1024, self.options.flow_slots))
+            rows = np.empty((size, kstructs.FLOW_SLOT.itemsize), np.uint8)
+            self._sweep_buffers[self._sweep_turn] = rows
+        # Whole slots as rows of bytes: numpy copies rows with memcpy, fields one by one.
+        taken = rows[:len(live)]
+        np.take(self.slots.view(np.uint8).reshape(len(self.slots), -1), live, axis=0, out=taken)
+        slots = taken.view(kstructs.FLOW_SLOT)[:, 0]
+        # A slot the kernel gave to a new flow while it was copied shows its
+        # claim in the copy: that one is read next sweep, whole.
+        whole = slots["state"] == kstructs.SLOT_LIVE
+        if not whole.all():
+            slots = slots[whole]
+        return slots["key"], slots["flow"]
 
     def clear_flows(self) -> int:
-        """Forget every flow: one sweep and batch deletes (BCC's clear() deletes
-        key by key from Python, minutes for a million entries)."""
-        keys, _ = self.sweep_flows()
-        return self.delete_flows(keys)
+        """Forget every flow (and any slot left claimed)."""
+        taken = self.slots["state"] != kstructs.SLOT_EMPTY
+        self.slots["state"][taken] = kstructs.SLOT_EMPTY
+        return int(taken.sum())
 
     def delete_flows(self, keys: np.ndarray) -> int:
-        """Forget idle flows in one syscall (the LRU would evict them, but later)."""
-        from bcc.libbcc import lib
-
+        """Forget these flows (idle ones; a new flow would take their slots anyway,
+        but this frees them now): their slots become empty.  A key no slot holds
+        is skipped.  A slot the kernel gives to a new flow between the check and
+        the store is emptied too: that flow starts again at its next packet."""
         if len(keys) == 0:
             return 0
         keys = np.ascontiguousarray(keys, dtype=kstructs.FLOW_KEY)
-        deleted = start = 0
-        while start < len(keys):
-            count = ct.c_uint32(len(keys) - start)
-            address = keys.ctypes.data + start * kstructs.FLOW_KEY.itemsize
-            rc = lib.bpf_delete_batch(self.flows.get_fd(), ct.c_void_p(address), ct.byref(count))
-            err = ct.get_errno()
-            deleted += count.value
-            if rc == 0:
-                break
-            if err != errno.ENOENT:
-                log.warning("deleting idle flows stopped after %d: %s", deleted, os.strerror(err))
-                break
-            # That key was already evicted by the LRU: skip it and go on.
-            start += count.value + 1
-        return deleted
+        bases = kstructs.set_bases(keys, self.options.flow_seed, len(self.slots))
+        candidates = (bases[:, :, None] + np.arange(kstructs.FLOW_WAYS)).reshape(len(keys), -1)
+        held = self.slots[candidates]
+        match = ((held["state"] == kstructs.SLOT_LIVE)
+                 & (held["key"].view(_KEY_BYTES) == keys.view(_KEY_BYTES)[:, None]))
+        # The state alone changes: one aligned 4-byte store per slot.
+        emptied = np.unique(candidates[match])
+        self.slots["state"][emptied] = kstructs.SLOT_EMPTY
+        return len(emptied)
 
     def error_counts(self) -> dict[str, int]:
         totals = {}
@@ -472,6 +451,13 @@ class Datapath:
         return TestRunner(self.program_fds[hook])
 
     def close(self) -> None:
+        self._slots = None
+        self._sweep_buffers = [None, None]
+        if self._table_map is not None:
+            try:
+                self._table_map.close()
+            except BufferError:
+                log.debug("a view of the flow table outlives the datapath; unmapped at exit")
         for _, fds in self.port_programs.values():
             self._close_copies(fds)
         self.port_programs.clear()

@@ -1,7 +1,8 @@
 """The one Python view of the structs in ebpf/datapath.h: numpy dtypes and constants.
 
-Sweeps read the flow map straight into arrays of these dtypes (no per-entry Python
-objects).  tests/daemon/test_kstructs.py checks, as root, that every size and
+Sweeps copy the live slots of the mapped flow table into arrays of these dtypes
+(no per-entry Python objects), and set_bases() computes where the kernel puts a
+flow.  tests/daemon/test_kstructs.py checks, as root, that every size and
 offset here agrees with the ctypes types BCC generated from the compiled program.
 Importing this module does not import BCC.
 """
@@ -78,11 +79,42 @@ FLOW_DIR = _struct([
 ], 64)
 
 FLOW = _struct([
-    ("first_seen_ns", "<u8", 0), ("last_seen_ns", "<u8", 8), ("policy_generation", "<u4", 16),
-    ("join_token", "<u4", 20), ("opened_by", "u1", 24), ("class_id", "u1", 25),
-    ("class_reason", "u1", 26), ("mptcp_version", "u1", 27), ("mptcp_subtypes", "<u2", 28),
-    ("reserved", "<u2", 30), ("dir", (FLOW_DIR, 2), 32),
-], 160)
+    ("last_seen_ns", "<u8", 0), ("policy_generation", "<u4", 8), ("opened_by", "u1", 12),
+    ("class_id", "u1", 13), ("class_reason", "u1", 14), ("mptcp_version", "u1", 15),
+    ("first_seen_ns", "<u8", 16), ("join_token", "<u4", 24), ("mptcp_subtypes", "<u2", 28),
+    ("reserved", "<u2", 30), ("reserved2", ("u1", 48), 32), ("dir", (FLOW_DIR, 2), 80),
+], 208)
+
+FLOW_SLOT = _struct([("key", FLOW_KEY, 0), ("state", "<u4", 44), ("flow", FLOW, 48)], 256)
+
+# struct ab_flow_slot.state, and the slots of one set (AB_FLOW_WAYS).
+SLOT_EMPTY = 0
+SLOT_CLAIMED = 1
+SLOT_LIVE = 2
+FLOW_WAYS = 4
+_HASH_MULTIPLIER = np.uint64(0xFF51AFD7ED558CCD)
+
+
+def flow_slots(size: int) -> int:
+    """Slots of a flow table asked to hold `size` flows: whole sets."""
+    return -(-size // FLOW_WAYS) * FLOW_WAYS
+
+
+def set_bases(keys: np.ndarray, seed: int, slots: int) -> np.ndarray:
+    """[len(keys), 2]: the first slot of each key's two sets, as key_hash() and
+    find_slot() in datapath.bpf.c compute them."""
+    words = np.ascontiguousarray(keys, dtype=FLOW_KEY).view("<u4").reshape(len(keys), -1)
+    hashed = np.full(len(keys), seed, dtype=np.uint64)
+    sets = np.uint64(slots // FLOW_WAYS)
+    with np.errstate(over="ignore"):
+        for i in range(words.shape[1]):
+            hashed = (hashed ^ words[:, i]) * _HASH_MULTIPLIER
+        hashed ^= hashed >> np.uint64(32)
+        hashed *= _HASH_MULTIPLIER
+        hashed ^= hashed >> np.uint64(29)
+    halves = np.stack([hashed >> np.uint64(32), hashed & np.uint64(0xFFFFFFFF)], axis=1)
+    return ((halves * sets) >> np.uint64(32)).astype(np.int64) * FLOW_WAYS
+
 
 PORT = _struct([("role", "u1", 0), ("flags", "u1", 1), ("reserved", "<u2", 2)], 4)
 
@@ -129,7 +161,7 @@ EVENT_MPTCP_T = _struct([
 ], 112)
 
 # The C struct each dtype mirrors, for the layout test and --dump-ebpf.
-C_STRUCTS = {"ab_flow_key": FLOW_KEY, "ab_flow": FLOW, "ab_port": PORT,
+C_STRUCTS = {"ab_flow_key": FLOW_KEY, "ab_flow": FLOW, "ab_flow_slot": FLOW_SLOT, "ab_port": PORT,
              "ab_flow_dir": FLOW_DIR, "ab_config": CONFIG, "ab_clock_sample": CLOCK_SAMPLE,
              "ab_class": CLASS, "ab_port_class": PORT_CLASS, "ab_prefix_v4": PREFIX_V4,
              "ab_prefix_v6": PREFIX_V6, "ab_class_rule": CLASS_RULE,

@@ -34,7 +34,9 @@
 
 #include "datapath.h"
 
-BPF_TABLE("lru_hash", struct ab_flow_key, struct ab_flow, flows, AB_FLOW_MAP_SIZE);
+BPF_F_TABLE("array", __u32, struct ab_flow_slot, flows, AB_FLOW_MAP_SIZE, BPF_F_MMAPABLE);
+/* One per set of the flow table: held while a new flow whose first set it is takes a slot. */
+BPF_ARRAY(flow_locks, __u64, AB_FLOW_MAP_SIZE / AB_FLOW_WAYS);
 BPF_ARRAY(port_index, struct ab_port, AB_PORT_INDEX_SIZE);
 BPF_HASH(ports, __u32, struct ab_port, AB_PORT_MAP_SIZE);
 BPF_PERCPU_ARRAY(errors, __u64, AB_ERR_MAX);
@@ -48,7 +50,6 @@ BPF_HASH(tokens, __u32, struct ab_class_rule, AB_TOKEN_MAP_SIZE);
 BPF_LPM_TRIE(prefixes_v4, struct ab_prefix_v4, struct ab_class_rule, AB_PREFIX_MAP_SIZE);
 BPF_LPM_TRIE(prefixes_v6, struct ab_prefix_v6, struct ab_class_rule, AB_PREFIX_MAP_SIZE);
 BPF_RINGBUF_OUTPUT(events, AB_EVENT_PAGES);
-/* A new flow's value is built here: it does not fit beside the rest on the stack. */
 
 #define VLAN_HLEN 4
 #define PPPOE_HLEN 8 /* PPPoE session header (6) and PPP protocol (2) */
@@ -108,10 +109,17 @@ struct tcp_options {
 	__u8  bytes[OPT_BUF]; /* the TCP option area, copied */
 };
 
-/* Per-CPU scratch.  The parsed packet itself lives on the stack, whose lines
- * the kernel's own calls keep warm; a new flow's value does not fit there. */
+/* Per-CPU scratch for the TCP option walk.  The parsed packet itself lives on
+ * the stack, whose lines the kernel's own calls keep warm. */
 BPF_PERCPU_ARRAY(scratch_options, struct tcp_options, 1);
-BPF_PERCPU_ARRAY(fresh_flow, struct ab_flow, 1);
+
+/* Keys of the prefix tries, built in per-CPU scratch: classification runs once
+ * per flow, and the stack is full. */
+struct prefix_keys {
+	struct ab_prefix_v4 v4;
+	struct ab_prefix_v6 v6;
+};
+BPF_PERCPU_ARRAY(scratch_prefix, struct prefix_keys, 1);
 
 static __always_inline void count_error(__u32 index)
 {
@@ -540,17 +548,19 @@ static __always_inline void handle_mptcp_option(struct packet *pkt, __u8 *opts, 
 static __always_inline int lookup_prefix(__u8 family, __u8 *addr, __u8 *class_id)
 {
 	struct ab_class_rule *rule;
+	__u32 zero = 0;
+	struct prefix_keys *keys = scratch_prefix.lookup(&zero);
 
+	if (!keys)
+		return 0;
 	if (family == AB_FAMILY_V4) {
-		struct ab_prefix_v4 p = {.prefixlen = 32};
-
-		__builtin_memcpy(p.addr, addr, 4);
-		rule = prefixes_v4.lookup(&p);
+		keys->v4.prefixlen = 32;
+		__builtin_memcpy(keys->v4.addr, addr, 4);
+		rule = prefixes_v4.lookup(&keys->v4);
 	} else {
-		struct ab_prefix_v6 p = {.prefixlen = 128};
-
-		__builtin_memcpy(p.addr, addr, 16);
-		rule = prefixes_v6.lookup(&p);
+		keys->v6.prefixlen = 128;
+		__builtin_memcpy(keys->v6.addr, addr, 16);
+		rule = prefixes_v6.lookup(&keys->v6);
 	}
 	if (!rule || !rule->class_id)
 		return 0;
@@ -783,6 +793,210 @@ static __always_inline void steer_lan_egress(struct __sk_buff *skb)
 		skb->priority = *priority;
 }
 
+/* The flow table (struct ab_flow_slot). */
+
+#define KEY_WORDS (sizeof(struct ab_flow_key) / 4)
+#define HASH_MULTIPLIER 0xff51afd7ed558ccdULL
+
+/* The key's hash: kstructs.set_bases() computes it, and the two sets it picks,
+ * in numpy: change them together. */
+static __always_inline __u64 key_hash(struct ab_flow_key *key)
+{
+	__u32 *word = (__u32 *)key;
+	__u64 hash = AB_FLOW_SEED;
+
+#pragma unroll
+	for (int i = 0; i < KEY_WORDS; i++)
+		hash = (hash ^ word[i]) * HASH_MULTIPLIER;
+	/* Fold the high bits down and mix again: every bit of the key moves both
+	 * halves, which pick the two sets. */
+	hash ^= hash >> 32;
+	hash *= HASH_MULTIPLIER;
+	return hash ^ (hash >> 29);
+}
+
+/* First slot of the set that 32 bits of the hash pick (scaled to the number of
+ * sets: no division). */
+static __always_inline __u32 set_base(__u32 half)
+{
+	return (__u32)(((__u64)half * (AB_FLOW_MAP_SIZE / AB_FLOW_WAYS)) >> 32) * AB_FLOW_WAYS;
+}
+
+static __always_inline int same_key(struct ab_flow_key *a, struct ab_flow_key *b)
+{
+	__u32 *x = (__u32 *)a, *y = (__u32 *)b;
+	__u32 differ = 0;
+
+#pragma unroll
+	for (int i = 0; i < KEY_WORDS; i++)
+		differ |= x[i] ^ y[i];
+	return differ == 0;
+}
+
+/* Atomically move a slot from state `from` to `to`; false if it was not in `from`. */
+static __always_inline int set_state(struct ab_flow_slot *slot, __u32 from, __u32 to)
+{
+	union {
+		__u64 word;
+		struct {
+			__u32 key_tail;
+			__u32 state;
+		};
+	} seen, want;
+
+	seen.word = *(volatile __u64 *)&slot->words[5];
+	if (seen.state != from)
+		return 0;
+	want.word = seen.word;
+	want.state = to;
+	return __sync_val_compare_and_swap(&slot->words[5], seen.word, want.word) == seen.word;
+}
+
+/* The key's flow in the set starting at `base`, or NULL.  Every lookup of the
+ * table goes through the caller's one `index` (the lookups' keys would each
+ * take a stack slot of their own, and the stack is full). */
+static __always_inline struct ab_flow_slot *scan_set(__u32 base, struct ab_flow_key *key, __u32 *index)
+{
+#pragma unroll
+	for (int way = 0; way < AB_FLOW_WAYS; way++) {
+		struct ab_flow_slot *slot;
+
+		*index = base + way;
+		slot = flows.lookup(index);
+
+		if (slot && *(volatile __u32 *)&slot->state == AB_SLOT_LIVE && same_key(&slot->key, key))
+			return slot;
+	}
+	return NULL;
+}
+
+/* A slot of the set starting at `base` that holds the key, live or being
+ * claimed (its value zeroed and its key written), or NULL. */
+static __always_inline struct ab_flow_slot *scan_taken(__u32 base, struct ab_flow_key *key, __u32 *index)
+{
+#pragma unroll
+	for (int way = 0; way < AB_FLOW_WAYS; way++) {
+		struct ab_flow_slot *slot;
+
+		*index = base + way;
+		slot = flows.lookup(index);
+		if (slot && *(volatile __u32 *)&slot->state != AB_SLOT_EMPTY && same_key(&slot->key, key))
+			return slot;
+	}
+	return NULL;
+}
+
+/* Where a new flow would go in the set starting at `base`: its first empty
+ * slot, else the one idle longest (~0 when every slot is being claimed), in the
+ * low 32 bits, and how many slots are empty in the high 32. */
+static __always_inline __u64 set_victim(__u32 base, __u32 *index)
+{
+	__u32 victim = ~0U, empty = 0;
+	__u64 oldest = ~0ULL;
+
+#pragma unroll
+	for (int way = 0; way < AB_FLOW_WAYS; way++) {
+		struct ab_flow_slot *slot;
+		__u32 state;
+
+		*index = base + way;
+		slot = flows.lookup(index);
+		if (!slot)
+			continue;
+		state = *(volatile __u32 *)&slot->state;
+		if (state == AB_SLOT_EMPTY) {
+			if (!empty)
+				victim = base + way;
+			empty++;
+		} else if (state == AB_SLOT_LIVE && !empty && slot->flow.last_seen_ns < oldest) {
+			victim = base + way;
+			oldest = slot->flow.last_seen_ns;
+		}
+	}
+	return ((__u64)empty << 32) | victim;
+}
+
+/*
+ * The slot of the key's flow, or NULL with *claimed set to the slot this CPU
+ * has just claimed for it, zeroed and its key written (NULL when it could not
+ * take one: the packet passes uncounted, an AB_ERR_FLOW_INSERT).
+ *
+ * A flow may live in either of two sets (two hashes of its key): it is looked
+ * for in the first, then the second, and a new flow takes an empty slot of the
+ * set with more of them, else replaces the flow of the two sets idle longest.
+ * Two choices keep the sets level: at three quarters full, under 1 % of new
+ * flows find both sets full (one set per key: 4.5 %).  A flow in the first way
+ * of its first set, the usual case, costs one line to find.
+ */
+static __always_inline struct ab_flow_slot *find_slot(struct ab_flow_key *key,
+						      struct ab_flow_slot **claimed)
+{
+	struct ab_flow_slot *found, *victim;
+	__u64 hash = key_hash(key);
+	__u32 first = set_base(hash >> 32), second = set_base((__u32)hash);
+	__u64 mine, other, *lock;
+	__u32 index, state;
+
+	*claimed = NULL;
+	found = scan_set(first, key, &index);
+	if (!found)
+		found = scan_set(second, key, &index);
+	if (found)
+		return found;
+	/*
+	 * A new flow (the cold path).  Two CPUs may meet it at once: the lock of
+	 * its first set lets one take a slot for it at a time, and the other then
+	 * finds that slot (zeroed and keyed before the lock is let go) and counts
+	 * in it.  A CPU that finds the lock held passes its packet uncounted.
+	 */
+	index = first / AB_FLOW_WAYS;
+	lock = flow_locks.lookup(&index);
+	if (!lock || __sync_val_compare_and_swap(lock, 0, 1) != 0)
+		return NULL;
+	found = scan_taken(first, key, &index);
+	if (!found)
+		found = scan_taken(second, key, &index);
+	if (found) {
+		__sync_val_compare_and_swap(lock, 1, 0);
+		return found;
+	}
+	/* An empty slot of the set with more of them (the first when even), else
+	 * the slot of the two idle longest. */
+	mine = set_victim(first, &index);
+	other = set_victim(second, &index);
+	index = (__u32)mine;
+	victim = flows.lookup(&index);
+	if ((other >> 32) > (mine >> 32) || !victim) {
+		index = (__u32)other;
+		victim = flows.lookup(&index);
+	} else if ((mine >> 32) == 0 && (other >> 32) == 0) {
+		struct ab_flow_slot *second_victim;
+
+		index = (__u32)other;
+		second_victim = flows.lookup(&index);
+		if (second_victim && second_victim->flow.last_seen_ns < victim->flow.last_seen_ns)
+			victim = second_victim;
+	}
+	/* A slot of the second set may be claimed under another set's lock: the
+	 * compare-and-swap settles it, and the loser passes its packet uncounted. */
+	if (victim) {
+		state = *(volatile __u32 *)&victim->state;
+		if (state == AB_SLOT_CLAIMED || !set_state(victim, state, AB_SLOT_CLAIMED))
+			victim = NULL;
+	}
+	if (victim) {
+		__builtin_memset(&victim->flow, 0, sizeof(victim->flow));
+		__u32 *from = (__u32 *)key, *to = (__u32 *)&victim->key;
+#pragma unroll
+		for (int i = 0; i < KEY_WORDS; i++)
+			to[i] = from[i];
+	}
+	/* A full barrier: the zeroed value and the key are visible before the lock is free. */
+	__sync_val_compare_and_swap(lock, 1, 0);
+	*claimed = victim;
+	return NULL;
+}
+
 /* A packet crossing a WAN port: count it in its flow, and mark it when `marking`. */
 static __always_inline int handle_wan(struct __sk_buff *skb, __u8 dir_if_wan, __u8 marking)
 {
@@ -792,6 +1006,7 @@ static __always_inline int handle_wan(struct __sk_buff *skb, __u8 dir_if_wan, __
 	struct packet packet = {};
 	struct packet *pkt = &packet;
 	struct ab_flow_key key = {};
+	struct ab_flow_slot *slot, *fresh;
 	struct ab_flow *flow;
 	struct ab_flow_dir *mine;
 	struct tcp_options *options;
@@ -818,31 +1033,29 @@ static __always_inline int handle_wan(struct __sk_buff *skb, __u8 dir_if_wan, __
 	}
 
 	now = clock_coarse(skb, cfg);
-	flow = flows.lookup(&key);
-	if (!flow) {
-		struct ab_flow *fresh = fresh_flow.lookup(&zero);
-
-		if (!fresh)
-			return TC_ACT_OK;
-		__builtin_memset(fresh, 0, sizeof(*fresh));
-		fresh->first_seen_ns = now;
-		fresh->last_seen_ns = now;
-		fresh->opened_by = dir_if_wan;
-		fresh->mptcp_version = AB_MPTCP_VERSION_NONE;
+	slot = find_slot(&key, &fresh);
+	if (slot) {
+		flow = &slot->flow;
+	} else if (fresh) {
+		flow = &fresh->flow; /* zeroed by find_slot */
+		flow->first_seen_ns = now;
+		flow->last_seen_ns = now;
+		flow->opened_by = dir_if_wan;
+		flow->mptcp_version = AB_MPTCP_VERSION_NONE;
 		options = pkt->mptcp_count ? scratch_options.lookup(&zero) : NULL;
 		if (options)
-			fresh->join_token = join_token(pkt, options);
-		classify(fresh, &key, cfg);
-		/* BPF_NOEXIST: if another CPU inserted it first, keep theirs. */
-		if (flows.insert(&key, fresh) == 0)
-			emit_flow_event(AB_EVENT_NEW_FLOW, dir_if_wan, now, &key, fresh, 0);
-		flow = flows.lookup(&key);
-		if (!flow) {
-			count_error(AB_ERR_FLOW_INSERT);
-			return TC_ACT_OK;
-		}
-	} else if (flow->policy_generation != cfg->policy_generation) {
+			flow->join_token = join_token(pkt, options);
+	} else {
+		count_error(AB_ERR_FLOW_INSERT);
+		return TC_ACT_OK;
+	}
+	if (fresh || flow->policy_generation != cfg->policy_generation)
 		classify(flow, &key, cfg);
+	if (fresh) {
+		/* Live only now, its key and value written (a full barrier); nobody
+		 * else moves a claimed slot. */
+		set_state(fresh, AB_SLOT_CLAIMED, AB_SLOT_LIVE);
+		emit_flow_event(AB_EVENT_NEW_FLOW, dir_if_wan, now, &key, flow, 0);
 	}
 
 	segs = skb->gso_segs;

@@ -13,9 +13,20 @@
 
 /* ---- Compile-time knobs, set by the loader with -D (see daemon/datapath.py). */
 
-/* Concurrent flows tracked; the LRU evicts the least recently seen beyond it. */
+/* Flow slots (a multiple of AB_FLOW_WAYS): see struct ab_flow_slot. */
 #ifndef AB_FLOW_MAP_SIZE
 #define AB_FLOW_MAP_SIZE 65536
+#endif
+
+/* Slots in a set: a flow lives in one of the two sets a hash of its key picks
+ * (see find_slot in datapath.bpf.c).  In a full table a new flow takes the slot
+ * of the flow idle longest in those sets, as an LRU would evict. */
+#define AB_FLOW_WAYS 4
+
+/* The key hash's secret seed (64 bits): random per load, so no remote host can
+ * aim its flows at one set to evict another's.  The loader passes it. */
+#ifndef AB_FLOW_SEED
+#define AB_FLOW_SEED 0x9e3779b97f4a7c15ULL
 #endif
 
 /* Payload bytes copied into a snippet event (a power of two).  512 rather than 256: a TLS
@@ -97,7 +108,7 @@
  * program never prints, it counts, and user space publishes the counts. */
 #define AB_ERR_TRUNCATED   0 /* a header ended past the packet's end */
 #define AB_ERR_FRAGMENT    1 /* IP fragment: no L4 ports, counted as proto-only flow */
-#define AB_ERR_FLOW_INSERT 2 /* the flow map refused a new entry */
+#define AB_ERR_FLOW_INSERT 2 /* another CPU held the slot a new flow needed: passed uncounted */
 #define AB_ERR_NOT_IP      3 /* neither IPv4 nor IPv6 (ARP, LLDP...): passed, not counted */
 #define AB_ERR_EVENT_LOST  4 /* the ring buffer was full: an event was dropped */
 #define AB_ERR_MALFORMED   5 /* bad header length or TCP option: parsed as far as sane */
@@ -197,24 +208,50 @@ struct ab_flow_dir {
 /* Counters are monotonic: user space takes deltas and never clears them
  * (a read-then-clear would lose what is counted in between).
  *
- * Laid out for the LRU hash's element: a 48-byte kernel header, the key padded
- * to 48 bytes, then this value, 160 bytes, so an element is exactly four cache
- * lines and every element of the preallocated map starts on one.  The first 32
- * bytes share a line with the key's tail, which every lookup reads: only fields
- * written once per flow or once per tick go there.  Each direction then has a
- * line of its own (struct ab_flow_dir). */
+ * Laid out for its slot (struct ab_flow_slot): the first 16 bytes share the
+ * slot's first line with the key, which every packet reads, so only fields
+ * written once per flow or once per tick go there; the second line holds what
+ * is written once per flow or rarely; each direction then has a line of its
+ * own (struct ab_flow_dir). */
 struct ab_flow {
-	__u64 first_seen_ns;          /* CLOCK_MONOTONIC at tick resolution (jiffies) */
-	__u64 last_seen_ns;
+	__u64 last_seen_ns;           /* CLOCK_MONOTONIC at tick resolution (jiffies) */
 	__u32 policy_generation;      /* ab_config.policy_generation at classification */
-	__u32 join_token;             /* receiver token of this subflow's MP_JOIN SYN, else 0 */
 	__u8  opened_by;              /* AB_DIR_* of the first packet seen */
 	__u8  class_id;               /* AB_CLASS_* or a user class < AB_CLASS_MAX */
 	__u8  class_reason;           /* AB_REASON_* */
 	__u8  mptcp_version;          /* from MP_CAPABLE, else AB_MPTCP_VERSION_NONE */
+	__u64 first_seen_ns;
+	__u32 join_token;             /* receiver token of this subflow's MP_JOIN SYN, else 0 */
 	__u16 mptcp_subtypes;         /* bit AB_MPTCP_* set when seen */
 	__u16 reserved;
+	__u8  reserved2[48];          /* each direction starts a line */
 	struct ab_flow_dir dir[2];    /* indexed by AB_DIR_* */
+};
+
+/* ab_flow_slot.state */
+#define AB_SLOT_EMPTY   0
+#define AB_SLOT_CLAIMED 1 /* a CPU is writing a new flow's key and value into it */
+#define AB_SLOT_LIVE    2
+
+/*
+ * The flow table is an array of these, AB_FLOW_WAYS per set, and user space
+ * maps it (BPF_F_MMAPABLE): a sweep reads the live slots in place, and forgets
+ * an idle flow by setting its slot EMPTY.  Four cache lines, each slot starting
+ * one: a packet of a known flow reads the first (key, state and the flow's
+ * class) and writes its direction's, two lines where a kernel hash map's
+ * lookup alone touches five (bucket, element header, key, value).
+ */
+struct ab_flow_slot {
+	union {
+		struct {
+			struct ab_flow_key key;
+			__u32 state;  /* AB_SLOT_* */
+		};
+		/* The key's last word with the state: BPF has 64-bit compare-and-swap
+		 * and exchange on every CPU version BCC builds for, 32-bit not. */
+		__u64 words[6];
+	};
+	struct ab_flow flow;
 };
 
 struct ab_port {

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.root
 
 # map name -> (key dtype, value dtype) as kstructs declares them
 MAPS = {
-    "flows": (kstructs.FLOW_KEY, kstructs.FLOW),
+    "flows": (None, kstructs.FLOW_SLOT),
     "ports": (None, kstructs.PORT),
     "port_index": (None, kstructs.PORT),
     "config": (None, kstructs.CONFIG),
@@ -29,17 +29,20 @@ MAPS = {
 
 
 def _layout(ctype) -> dict[str, tuple[int, int]]:
-    """Field -> (offset, size), nested structs and arrays of structs flattened."""
+    """Field -> (offset, size), nested structs and arrays of structs flattened;
+    the members of an anonymous struct or union named as the C code names them."""
     fields = {}
     for name, ftype, *_ in ctype._fields_:
         offset = getattr(ctype, name).offset
-        fields[name] = (offset, ct.sizeof(ftype))
+        anonymous = name.startswith("__anon")
+        if not anonymous:
+            fields[name] = (offset, ct.sizeof(ftype))
         inner = ftype
         if issubclass(ftype, ct.Array):
             inner = ftype._type_
-        if issubclass(inner, ct.Structure):
+        if issubclass(inner, (ct.Structure, ct.Union)):
             for sub, (sub_off, sub_size) in _layout(inner).items():
-                fields[f"{name}.{sub}"] = (offset + sub_off, sub_size)
+                fields[sub if anonymous else f"{name}.{sub}"] = (offset + sub_off, sub_size)
     return fields
 
 

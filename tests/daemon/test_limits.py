@@ -26,8 +26,9 @@ TRAFFIC = REPO / "tests" / "lab" / "traffic.py"
 PORTS = {"wan0": "wan", "wan1": "wan", "lan0": "lan", "lan1": "lan"}
 MAP_SIZE = 4096
 FLOOD = 20_000  # short UDP flows per flood: five times the map
-# New flows per second.  The map is an LRU: a flow silent for longer than it takes to
-# insert a map's worth of new ones is evicted and counted afresh when it returns.  At
+# New flows per second.  A new flow in a full table takes the slot of the flow idle
+# longest among its two sets: a flow silent for longer than it takes to insert a
+# table's worth of new ones is evicted and counted afresh when it returns.  At
 # this rate the paced test stream (a burst every 65 ms) never is; at line rate it can be.
 FLOOD_RATE = 10_000
 
@@ -110,7 +111,7 @@ def test_a_full_flow_map_keeps_counting_established_flows_with_bounded_memory(la
         sink.wait()
         sink.stdout.close()
 
-    # The map held at most its size throughout, and overflowed (LRU evicts the idle floods).
+    # The table held at most its size throughout, and overflowed (the idle floods make room).
     for state in (first, second, status):
         assert MAP_SIZE // 2 < state["totals"]["flows"] <= MAP_SIZE
     # The established flow kept its entry: every payload byte was counted (plus headers).

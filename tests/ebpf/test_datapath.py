@@ -427,3 +427,92 @@ def test_a_policy_written_by_difference_equals_one_written_whole(dp):
     _, values = flows(dp)
     assert (values["class_id"][0], values["class_reason"][0]) == (4, 3)
     assert result.frame[15] >> 2 == 12
+
+
+def test_the_kernel_and_numpy_agree_where_each_flow_lives(dp):
+    """kstructs.set_bases() mirrors the program's hash: every live slot is in one
+    of the two sets numpy computes for its key, and deleting by key frees it."""
+    import numpy as np
+
+    from anabranch.daemon import kstructs
+
+    for port in range(200):
+        up(dp, v4_tcp(sport=20000 + port, dport=443 + port % 7))
+    live = np.flatnonzero(dp.slots["state"] == kstructs.SLOT_LIVE)
+    assert len(live) == 200
+    keys = dp.slots["key"][live]
+    bases = kstructs.set_bases(keys, dp.options.flow_seed, len(dp.slots))
+    assert np.all((live >= bases.min(axis=1)) & (
+        ((live >= bases[:, 0]) & (live < bases[:, 0] + kstructs.FLOW_WAYS))
+        | ((live >= bases[:, 1]) & (live < bases[:, 1] + kstructs.FLOW_WAYS))))
+    assert dp.delete_flows(keys[keys["lan_port"] < 20050]) == 50
+    assert len(flows(dp)[0]) == 150
+    up(dp, v4_tcp(sport=20000))  # forgotten: a new flow again, counted from zero
+    keys, values = flows(dp)
+    assert len(keys) == 151
+    assert values["dir"]["packets"][keys["lan_port"] == 20000, 0].tolist() == [1]
+
+
+def test_a_full_table_replaces_the_flow_idle_longest():
+    """Eight slots (two sets), all live: a new flow takes the slot of the flow
+    seen longest ago among its two sets, and leaves the others alone."""
+    import numpy as np
+
+    from anabranch.daemon import kstructs, policy
+    from anabranch.daemon.datapath import BuildOptions, Datapath
+
+    datapath = Datapath(BuildOptions(flow_map_size=8, clock_from_skb=True, flow_seed=1))
+    try:
+        policy.write_policy(datapath, policy.Policy.default())
+        datapath.set_port(1, kstructs.ROLE_WAN, kstructs.PORT_COUNT | kstructs.PORT_MARK)
+        second = 1_000_000_000
+        up(datapath, v4_tcp(sport=31000), t=20 * second)
+        (slot,) = np.flatnonzero(datapath.slots["state"] == kstructs.SLOT_LIVE)
+        new_key = datapath.slots["key"][slot].copy()
+        bases = kstructs.set_bases(new_key[None], 1, 8)[0]
+        datapath.clear_flows()
+        # A full table of other flows, the one idle longest in way 2 of the new flow's first set.
+        slots = datapath.slots
+        slots["key"]["lan_port"] = np.arange(8) + 30000
+        slots["flow"]["last_seen_ns"] = (np.arange(8) + 5) * second
+        slots["flow"]["last_seen_ns"][bases[0] + 2] = second
+        slots["state"] = kstructs.SLOT_LIVE
+        before = slots.copy()
+        up(datapath, v4_tcp(sport=31000), t=20 * second)
+        assert slots["key"][bases[0] + 2] == new_key
+        assert slots["flow"]["dir"]["packets"][bases[0] + 2, 0] == 1
+        others = np.arange(8) != bases[0] + 2
+        assert (slots[others] == before[others]).all()
+    finally:
+        datapath.close()
+
+
+def test_a_new_flow_meets_a_slot_another_cpu_is_claiming_for_it(dp):
+    """Two CPUs meeting one new flow: the second finds the slot the first has
+    claimed (zeroed and keyed, not yet live) and counts in it; while the first
+    holds its set's lock, the second passes its packet uncounted."""
+    import numpy as np
+
+    from anabranch.daemon import kstructs
+
+    up(dp, v4_tcp(sport=41000))
+    (slot,) = np.flatnonzero(dp.slots["state"] == kstructs.SLOT_LIVE)
+    key = dp.slots["key"][slot].copy()
+    dp.slots["state"][slot] = kstructs.SLOT_CLAIMED  # as if another CPU were still setting it up
+    up(dp, v4_tcp(sport=41000))
+    assert np.flatnonzero(dp.slots["state"] != kstructs.SLOT_EMPTY).tolist() == [slot]
+    assert dp.slots["flow"]["dir"]["packets"][slot, 0] == 2
+
+    dp.clear_flows()
+    first_set = int(kstructs.set_bases(key[None], dp.options.flow_seed, len(dp.slots))[0, 0])
+    locks = dp.bpf[b"flow_locks"]
+    locks[locks.Key(first_set // kstructs.FLOW_WAYS)] = locks.Leaf(1)
+    try:
+        before = dp.error_counts()
+        assert up(dp, v4_tcp(sport=41000)).retval == TC_ACT_OK
+        assert errors_delta(dp, before) == {"flow_insert": 1}
+        assert len(flows(dp)[0]) == 0
+    finally:
+        locks[locks.Key(first_set // kstructs.FLOW_WAYS)] = locks.Leaf(0)
+    up(dp, v4_tcp(sport=41000))
+    assert len(flows(dp)[0]) == 1

@@ -41,8 +41,10 @@ import numpy as np
 NAME = "datapath"
 # Throughput through the lab swings by tens of percent from one run to the
 # next when other work shares the machine: many short adjacent runs, compared
-# within their round, give a steadier median than a few long ones.
-ROUNDS = 9
+# within their round, give a steadier median than a few long ones.  With 9
+# rounds the median ratio of the no-op control still ranged 0.93-0.96 from
+# run to run; 15 narrow it at 40 s more.
+ROUNDS = 15
 IPERF_SECONDS = 2
 SWEEP_REPEATS = 5
 

@@ -486,10 +486,14 @@ class Soak:
                 seq_gaps += max(0, b["seq"] - a["seq"] - 1)
         median = statistics.median(ticks) if ticks else None
         # RSS growth of the daemon running at the end, from a quarter of the run (after the
-        # kill -9 restart and the fuzz's one-off allocations) to the end.
+        # fuzz's one-off allocations) or a few ticks after the kill -9 restart recovered,
+        # whichever is later (a daemon still starting up is not a baseline), to the end.
         end_pid = self.rss[-1][1] if self.rss else None
         mine = [(t, kib) for t, pid, kib in self.rss if pid == end_pid]
-        base = next((kib for t, kib in mine if t >= 0.25 * self.seconds), mine[0][1] if mine else None)
+        restarted = max((f["at_s"] for f in self.faults if f["kind"] == "kill -9" and f["recovered"]),
+                        default=0.0)
+        steady = max(0.25 * self.seconds, restarted + 5.0)  # as `busy`: its first ticks
+        base = next((kib for t, kib in mine if t >= steady), mine[0][1] if mine else None)
         end = mine[-1][1] if mine else None
         recovered = [f for f in self.faults if f["recovered"]]
         return {

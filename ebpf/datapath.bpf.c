@@ -852,35 +852,25 @@ static __always_inline int set_state(struct ab_flow_slot *slot, __u32 from, __u3
 	return __sync_val_compare_and_swap(&slot->words[5], seen.word, want.word) == seen.word;
 }
 
-/* The key's flow in the set starting at `base`, or NULL.  Every lookup of the
+/* The slot of the set starting at `base` that holds the key live (or, with
+ * `claimed_too`, being claimed: zeroed and keyed), or NULL.  Every lookup of the
  * table goes through the caller's one `index` (the lookups' keys would each
  * take a stack slot of their own, and the stack is full). */
-static __always_inline struct ab_flow_slot *scan_set(__u32 base, struct ab_flow_key *key, __u32 *index)
+static __always_inline struct ab_flow_slot *scan_set(__u32 base, struct ab_flow_key *key, __u32 *index,
+						     int claimed_too)
 {
 #pragma unroll
 	for (int way = 0; way < AB_FLOW_WAYS; way++) {
 		struct ab_flow_slot *slot;
+		__u32 state;
 
 		*index = base + way;
 		slot = flows.lookup(index);
-
-		if (slot && *(volatile __u32 *)&slot->state == AB_SLOT_LIVE && same_key(&slot->key, key))
-			return slot;
-	}
-	return NULL;
-}
-
-/* A slot of the set starting at `base` that holds the key, live or being
- * claimed (its value zeroed and its key written), or NULL. */
-static __always_inline struct ab_flow_slot *scan_taken(__u32 base, struct ab_flow_key *key, __u32 *index)
-{
-#pragma unroll
-	for (int way = 0; way < AB_FLOW_WAYS; way++) {
-		struct ab_flow_slot *slot;
-
-		*index = base + way;
-		slot = flows.lookup(index);
-		if (slot && *(volatile __u32 *)&slot->state != AB_SLOT_EMPTY && same_key(&slot->key, key))
+		if (!slot)
+			continue;
+		state = *(volatile __u32 *)&slot->state;
+		if ((state == AB_SLOT_LIVE || (claimed_too && state == AB_SLOT_CLAIMED)) &&
+		    same_key(&slot->key, key))
 			return slot;
 	}
 	return NULL;
@@ -938,9 +928,9 @@ static __always_inline struct ab_flow_slot *find_slot(struct ab_flow_key *key,
 	__u32 index, state;
 
 	*claimed = NULL;
-	found = scan_set(first, key, &index);
+	found = scan_set(first, key, &index, 0);
 	if (!found)
-		found = scan_set(second, key, &index);
+		found = scan_set(second, key, &index, 0);
 	if (found)
 		return found;
 	/*
@@ -953,9 +943,9 @@ static __always_inline struct ab_flow_slot *find_slot(struct ab_flow_key *key,
 	lock = flow_locks.lookup(&index);
 	if (!lock || __sync_val_compare_and_swap(lock, 0, 1) != 0)
 		return NULL;
-	found = scan_taken(first, key, &index);
+	found = scan_set(first, key, &index, 1);
 	if (!found)
-		found = scan_taken(second, key, &index);
+		found = scan_set(second, key, &index, 1);
 	if (found) {
 		__sync_val_compare_and_swap(lock, 1, 0);
 		return found;

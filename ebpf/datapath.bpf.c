@@ -852,23 +852,34 @@ static __always_inline int set_state(struct ab_flow_slot *slot, __u32 from, __u3
 	return __sync_val_compare_and_swap(&slot->words[5], seen.word, want.word) == seen.word;
 }
 
+/* Slot `at` of the table, looked up through the caller's one `index` (the
+ * lookups' keys would each take a stack slot of their own, and the stack is
+ * full), or NULL past the end. */
+static __always_inline struct ab_flow_slot *slot_at(__u32 at, __u32 *index)
+{
+	*index = at;
+	return flows.lookup(index);
+}
+
+/* A slot's state as it is now (another CPU may be changing it). */
+static __always_inline __u32 slot_state(struct ab_flow_slot *slot)
+{
+	return *(volatile __u32 *)&slot->state;
+}
+
 /* The slot of the set starting at `base` that holds the key live (or, with
- * `claimed_too`, being claimed: zeroed and keyed), or NULL.  Every lookup of the
- * table goes through the caller's one `index` (the lookups' keys would each
- * take a stack slot of their own, and the stack is full). */
+ * `claimed_too`, being claimed: zeroed and keyed), or NULL. */
 static __always_inline struct ab_flow_slot *scan_set(__u32 base, struct ab_flow_key *key, __u32 *index,
 						     int claimed_too)
 {
 #pragma unroll
 	for (int way = 0; way < AB_FLOW_WAYS; way++) {
-		struct ab_flow_slot *slot;
+		struct ab_flow_slot *slot = slot_at(base + way, index);
 		__u32 state;
 
-		*index = base + way;
-		slot = flows.lookup(index);
 		if (!slot)
 			continue;
-		state = *(volatile __u32 *)&slot->state;
+		state = slot_state(slot);
 		if ((state == AB_SLOT_LIVE || (claimed_too && state == AB_SLOT_CLAIMED)) &&
 		    same_key(&slot->key, key))
 			return slot;
@@ -886,14 +897,12 @@ static __always_inline __u64 set_victim(__u32 base, __u32 *index)
 
 #pragma unroll
 	for (int way = 0; way < AB_FLOW_WAYS; way++) {
-		struct ab_flow_slot *slot;
+		struct ab_flow_slot *slot = slot_at(base + way, index);
 		__u32 state;
 
-		*index = base + way;
-		slot = flows.lookup(index);
 		if (!slot)
 			continue;
-		state = *(volatile __u32 *)&slot->state;
+		state = slot_state(slot);
 		if (state == AB_SLOT_EMPTY) {
 			if (!empty)
 				victim = base + way;
@@ -954,23 +963,19 @@ static __always_inline struct ab_flow_slot *find_slot(struct ab_flow_key *key,
 	 * the slot of the two idle longest. */
 	mine = set_victim(first, &index);
 	other = set_victim(second, &index);
-	index = (__u32)mine;
-	victim = flows.lookup(&index);
+	victim = slot_at((__u32)mine, &index);
 	if ((other >> 32) > (mine >> 32) || !victim) {
-		index = (__u32)other;
-		victim = flows.lookup(&index);
+		victim = slot_at((__u32)other, &index);
 	} else if ((mine >> 32) == 0 && (other >> 32) == 0) {
-		struct ab_flow_slot *second_victim;
+		struct ab_flow_slot *second_victim = slot_at((__u32)other, &index);
 
-		index = (__u32)other;
-		second_victim = flows.lookup(&index);
 		if (second_victim && second_victim->flow.last_seen_ns < victim->flow.last_seen_ns)
 			victim = second_victim;
 	}
 	/* A slot of the second set may be claimed under another set's lock: the
 	 * compare-and-swap settles it, and the loser passes its packet uncounted. */
 	if (victim) {
-		state = *(volatile __u32 *)&victim->state;
+		state = slot_state(victim);
 		if (state == AB_SLOT_CLAIMED || !set_state(victim, state, AB_SLOT_CLAIMED))
 			victim = NULL;
 	}

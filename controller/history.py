@@ -31,7 +31,11 @@ CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY, rule TEXT, metric TEXT, subject TEXT, severity TEXT, summary TEXT,
     value REAL, threshold REAL, raised_at REAL, resolved_at REAL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS usage (
+    address TEXT PRIMARY KEY, day TEXT, month TEXT,
+    day_up INTEGER, day_down INTEGER, month_up INTEGER, month_down INTEGER) WITHOUT ROWID;
 """
+USAGE_COLUMNS = ("address", "day", "month", "day_up", "day_down", "month_up", "month_down")
 
 
 @dataclass(frozen=True)
@@ -112,22 +116,28 @@ class History:
     def _set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
-    def load_state(self, key: str) -> object | None:
-        text = self._meta(f"state:{key}")
-        return json.loads(text) if text else None
+    def load_usage(self) -> list[dict]:
+        """Each host's saved day and month totals.  A database from before the usage table
+        kept them as one snapshot in meta, which is read once and then superseded."""
+        rows = self.db.execute(f"SELECT {', '.join(USAGE_COLUMNS)} FROM usage").fetchall()
+        if rows:
+            return [dict(zip(USAGE_COLUMNS, row)) for row in rows]
+        legacy = self._meta("state:usage")
+        return json.loads(legacy) if legacy else []
 
-    def save_state(self, state: dict[str, object]) -> None:
-        """Store named state: within a tick's write, or alone (the controller's usage at
-        close), where each key is one statement and so written whole or not at all."""
-        for key, value in state.items():
-            self._set_meta(f"state:{key}", json.dumps(value))
+    def save_usage(self, rows: Iterable[tuple]) -> None:
+        """Store hosts' totals (tuples in USAGE_COLUMNS order): within a tick's write, or
+        alone at close, one statement, so written whole or not at all."""
+        self.db.executemany("INSERT OR REPLACE INTO usage VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
     def last_alert_id(self) -> int:
         return self.db.execute("SELECT COALESCE(MAX(id), 0) FROM alerts").fetchone()[0]
 
     # -- the tick's write -----------------------------------------------------------------
     def write(self, now: float, points: Iterable[Point], alerts: Iterable[Alert] = (),
-              state: dict[str, object] | None = None) -> None:
+              usage: Iterable[tuple] = ()) -> None:
+        """One tick in one transaction: its points, the alerts raised or resolved, and the
+        usage totals of the hosts counted in it (see save_usage)."""
         t = int(now)
         if self._last_t is not None and self._last_t - 2 <= t <= self._last_t:
             # Two ticks in one second (a late one, then an on-time one) must not replace
@@ -144,7 +154,7 @@ class History:
             db.executemany("INSERT OR REPLACE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            ((a.id, a.rule, a.metric, a.subject, a.severity, a.summary, a.value,
                              a.threshold, a.raised_at, a.resolved_at) for a in alerts))
-            self.save_state(state or {})
+            self.save_usage(usage)
             minute_done = self._downsample(t)
             # Seconds older than their retention go a tick at a time, not a minute's worth at
             # once (after the minute level has averaged them: _downsample runs first).

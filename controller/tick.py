@@ -39,7 +39,6 @@ class ControllerOptions:
     history_hosts: int = 200
     history_connections: int = 200
     history_max_mb: float = 1024.0           # the database's size cap: oldest points go first
-    state_every_s: float = 60.0
 
     @classmethod
     def configure(cls, table: dict[str, Any], links: tuple[LinkSpec, ...] = (),
@@ -118,15 +117,11 @@ class Controller:
         first_alert = self.history.last_alert_id() + 1 if self.history else 1
         self.alerting = Alerting(o.alerts, first_id=first_alert)
         if self.history is not None:
-            saved = self.history.load_state("usage")
-            if saved:
-                self.usage.restore(saved)
+            self.usage.restore(self.history.load_usage())
         self._restored_alerts = False
         self._extra_metrics: dict[str, dict[str, float]] = {}
         self._deltas = CounterDeltas()
         self._tick_deltas = np.zeros((0, 4))
-        self._last_state = None
-        self._usage_unsaved = False     # usage counted since the last snapshot written
         # The composition, in order: each step reads what the previous ones produced.
         self.steps: tuple[tuple[str, Callable[..., None]], ...] = (
             ("classify", self._classify),
@@ -153,14 +148,14 @@ class Controller:
             self.alerting.restore(open_alerts(self.history), now)
 
     def close(self) -> None:
-        """Save the usage counted since the last periodic snapshot (a restart would
-        lose up to state_every_s of it), then close the history."""
+        """Save the usage that a failed tick write left unsaved, then close the history."""
         if self.history is not None:
-            if self._usage_unsaved:
+            unsaved = self.usage.unsaved()
+            if unsaved:
                 try:
-                    self.history.save_state({"usage": self.usage.snapshot()})
+                    self.history.save_usage(unsaved)
                 except (sqlite3.Error, OSError):
-                    pass    # a full or read-only disk: the periodic snapshot stands, closing goes on
+                    pass    # a full or read-only disk: what the last good write saved stands
             self.history.close()
 
     def tick(self, table: FlowTable, events: list, now: float, extras: FlowExtras | None = None,
@@ -214,7 +209,6 @@ class Controller:
 
     def _usage(self, result: TickResult, table, events, now, extras, datapath) -> None:
         result.quota_events = self.usage.update(table, now, byte_deltas=self._tick_deltas[:, 2:])
-        self._usage_unsaved = True
 
     def _alerts(self, result: TickResult, table, events, now, extras, datapath) -> None:
         m: dict[str, dict[str, float]] = {
@@ -268,18 +262,13 @@ class Controller:
                        Point("connection", subject, "down_bps", sum(s.bps[DOWN] for s in conn.subflows.values())),
                        Point("connection", subject, "subflows", len(conn.subflows))]
         changed = result.alerts.raised + result.alerts.resolved
-        state = None
-        if self._last_state is None or now - self._last_state >= self.options.state_every_s:
-            state = {"usage": self.usage.snapshot()}
-            self._last_state = now
         try:
-            self.history.write(now, points, changed, state)
+            # The hosts counted this tick (and any a failed write left) go in the tick's own
+            # transaction: a kill -9 loses no usage that a finished tick counted.
+            self.history.write(now, points, changed, self.usage.unsaved())
         except (sqlite3.Error, OSError) as exc:
             self.history_failures += 1
             result.history_error = str(exc)
-            if state is not None:
-                self._last_state = None     # the usage snapshot is due again next tick
             return
-        if state is not None:
-            self._usage_unsaved = False
+        self.usage.mark_saved()
         self.history_failures = 0

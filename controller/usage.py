@@ -122,6 +122,7 @@ class UsageMeter:
         self.day_bytes = np.zeros((0, 2), dtype=np.int64)
         self.month_bytes = np.zeros((0, 2), dtype=np.int64)
         self.tick_bytes = np.zeros((0, 2), dtype=np.int64)
+        self._unsaved = np.zeros(0, dtype=bool)         # rows counted since their last save
         self.day = ""
         self.month = ""
 
@@ -148,6 +149,7 @@ class UsageMeter:
             self.day_bytes = np.concatenate([self.day_bytes, grow])
             self.month_bytes = np.concatenate([self.month_bytes, grow])
             self.tick_bytes = np.concatenate([self.tick_bytes, grow])
+            self._unsaved = np.concatenate([self._unsaved, np.zeros(len(new), dtype=bool)])
             hids_all = np.concatenate([self._hids, hids[new]])
             rows_all = np.concatenate([self._row, np.arange(first_row, first_row + len(new))])
             order = np.argsort(hids_all)
@@ -180,6 +182,7 @@ class UsageMeter:
             self.tick_bytes[rows] = tick
             self.day_bytes[rows] += tick
             self.month_bytes[rows] += tick
+            self._unsaved[rows] = True
         return self._check_quotas(now, day, month) if self._nets else []
 
     def busiest(self, limit: int) -> list[tuple[str, int, int]]:
@@ -232,9 +235,21 @@ class UsageMeter:
     def snapshot(self) -> list[dict]:
         return [h.as_dict() for h in self.hosts.values()]
 
+    def unsaved(self) -> list[tuple]:
+        """(address, day, month, day_up, day_down, month_up, month_down) of every host
+        counted since it was last saved: what the history stores this tick."""
+        rows = np.flatnonzero(self._unsaved)
+        day, month = self.day_bytes[rows].tolist(), self.month_bytes[rows].tolist()
+        return [(self.addresses[r], self.day, self.month, d[UP], d[DOWN], m[UP], m[DOWN])
+                for r, d, m in zip(rows.tolist(), day, month)]
+
+    def mark_saved(self) -> None:
+        self._unsaved[:] = False
+
     def restore(self, hosts: list[dict]) -> None:
-        """Carry day/month totals over a restart (from history's saved state); totals of
-        a day or month that has passed are dropped at the next update."""
+        """Carry day/month totals over a restart (from the history); each host's totals
+        count only where their day or month is the newest saved one, and totals of a
+        day or month that has passed since are dropped at the next update."""
         if not hosts:
             return
         key = np.zeros(len(hosts), dtype=[("family", "u1"), ("addr", "u1", 16)])
@@ -243,7 +258,10 @@ class UsageMeter:
             key["family"][i] = ip.version
             key["addr"][i, :len(ip.packed)] = np.frombuffer(ip.packed, dtype=np.uint8)
         rows = self._rows_for(flow_ids(key), key["family"], key["addr"])
-        self.day, self.month = hosts[0]["day"], hosts[0]["month"]
+        # ISO dates: the newest sorts last.
+        self.day, self.month = max(h["day"] for h in hosts), max(h["month"] for h in hosts)
         for row, entry in zip(rows.tolist(), hosts):
-            self.day_bytes[row] = (entry["day_up"], entry["day_down"])
-            self.month_bytes[row] = (entry["month_up"], entry["month_down"])
+            if entry["day"] == self.day:
+                self.day_bytes[row] = (entry["day_up"], entry["day_down"])
+            if entry["month"] == self.month:
+                self.month_bytes[row] = (entry["month_up"], entry["month_down"])

@@ -83,10 +83,35 @@ def test_alerts_left_open_by_a_crash_are_closed_on_restart(tmp_path):
     assert h.alerts(T0, T0 + 60)[0]["resolved_at"] == T0 + 50
 
 
-def test_state_round_trips(tmp_path):
+def test_usage_rows_round_trip_and_replace_older_ones(tmp_path):
     h = History(tmp_path / "h.sqlite")
-    h.write(T0, [], state={"usage": [{"address": "10.0.0.1"}]})
-    assert h.load_state("usage") == [{"address": "10.0.0.1"}]
+    h.write(T0, [], usage=[("10.0.0.1", "2026-11-22", "2026-11", 1, 2, 3, 4),
+                           ("fd00::1", "2026-11-22", "2026-11", 5, 6, 7, 8)])
+    h.write(T0 + 1, [], usage=[("10.0.0.1", "2026-11-22", "2026-11", 10, 20, 30, 40)])
+    h.close()
+    saved = {u["address"]: u for u in History(tmp_path / "h.sqlite").load_usage()}
+    assert saved["10.0.0.1"] == {"address": "10.0.0.1", "day": "2026-11-22", "month": "2026-11",
+                                 "day_up": 10, "day_down": 20, "month_up": 30, "month_down": 40}
+    assert saved["fd00::1"]["month_down"] == 8
+
+
+def test_usage_of_a_database_from_before_the_usage_table_is_read(tmp_path):
+    import json
+    import sqlite3
+
+    path = tmp_path / "h.sqlite"
+    History(path).close()
+    legacy = [{"address": "10.0.0.1", "day": "2026-11-22", "month": "2026-11",
+               "day_up": 1, "day_down": 2, "month_up": 3, "month_down": 4}]
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE usage")
+    db.execute("INSERT INTO meta VALUES ('state:usage', ?)", (json.dumps(legacy),))
+    db.commit()
+    db.close()
+    h = History(path)
+    assert h.load_usage() == legacy
+    h.write(T0, [], usage=[("10.0.0.1", "2026-11-22", "2026-11", 5, 6, 7, 8)])
+    assert h.load_usage()[0]["day_up"] == 5       # the table supersedes the old snapshot
 
 
 def test_the_database_stays_at_its_size_cap_and_keeps_the_newest_points(tmp_path):

@@ -79,3 +79,29 @@ def test_quota_options_errors_name_the_key():
     text = str(err.value)
     assert "usage.quotas.q.prefix:" in text and "usage.quotas.q.period: must be one of" in text
     assert "usage.quotas.q.limit_gb: missing" in text
+
+
+def test_unsaved_rows_are_the_hosts_counted_since_the_last_save():
+    meter = UsageMeter()
+    meter.update(table(flows(100, 200, 0, 0)), T0)
+    assert meter.unsaved() == [("192.168.1.10", "2025-12-31", "2025-12", 200, 400, 200, 400)]
+    # A failed history write does not mark them saved: the next tick's write carries them too.
+    meter.update(table(flows(100, 200, 5, 5)), T0 + 1)
+    assert {row[0] for row in meter.unsaved()} == {"192.168.1.10", "fd00::20"}
+    meter.mark_saved()
+    meter.update(table(flows(100, 200, 9, 9)), T0 + 2)
+    assert [row[0] for row in meter.unsaved()] == ["fd00::20"]
+
+
+def test_restore_keeps_only_the_newest_day_and_month_of_each_host():
+    saved = [{"address": "192.168.1.10", "day": "2025-12-30", "month": "2025-12",
+              "day_up": 1, "day_down": 2, "month_up": 30, "month_down": 40},
+             {"address": "fd00::20", "day": "2025-12-31", "month": "2025-12",
+              "day_up": 5, "day_down": 6, "month_up": 7, "month_down": 8}]
+    meter = UsageMeter()
+    meter.restore(saved)
+    hosts = meter.hosts
+    assert meter.day == "2025-12-31"
+    assert hosts["192.168.1.10"].day_bytes == [0, 0] and hosts["192.168.1.10"].month_bytes == [30, 40]
+    assert hosts["fd00::20"].day_bytes == [5, 6]
+    assert meter.unsaved() == []

@@ -1,5 +1,6 @@
 """kill -9 under traffic, then a restart: the history database is intact and continuous but
-for the gap, and alerts that were active stay active (same alert, same raise time)."""
+for the gap, alerts that were active stay active (same alert, same raise time), and no
+usage that a finished tick counted is lost."""
 
 from __future__ import annotations
 
@@ -60,8 +61,13 @@ def test_kill_9_keeps_the_history_continuous_but_for_the_gap_and_active_alerts_a
         first.wait_ready()
         status, alert = ticks_and_alert(first, 4)
         killed_after = status["daemon"]["ticks"]
+        with first.client() as client:
+            # Served between ticks: every tick it reflects has finished its history write.
+            counted = {h["host"]: h["day_up"] + h["day_down"] for h in client.call("usage")["hosts"]}
         first.stop(signal.SIGKILL)
         killed_at = time.time()
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            saved = {a: up + down for a, up, down in conn.execute("SELECT address, day_up, day_down FROM usage")}
 
         second = start_daemon(lab, config, tmp_path / "second.log")
         try:
@@ -78,6 +84,9 @@ def test_kill_9_keeps_the_history_continuous_but_for_the_gap_and_active_alerts_a
             proc.wait()
         sink.stdout.close()
 
+    assert counted and max(counted.values()) > 0, counted
+    for host, total in counted.items():
+        assert saved.get(host, 0) >= total, (host, total, saved)
     # The same alert, not a new one raised again.
     assert (again["id"], again["raised_at"]) == (alert["id"], alert["raised_at"])
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:

@@ -118,12 +118,15 @@ class History:
 
     def load_usage(self) -> list[dict]:
         """Each host's saved day and month totals.  A database from before the usage table
-        kept them as one snapshot in meta, which is read once and then superseded."""
-        rows = self.db.execute(f"SELECT {', '.join(USAGE_COLUMNS)} FROM usage").fetchall()
-        if rows:
-            return [dict(zip(USAGE_COLUMNS, row)) for row in rows]
+        kept them as one snapshot in meta: it moves into the table here, in one transaction."""
         legacy = self._meta("state:usage")
-        return json.loads(legacy) if legacy else []
+        if legacy:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.save_usage(tuple(host[c] for c in USAGE_COLUMNS) for host in json.loads(legacy))
+                self.db.execute("DELETE FROM meta WHERE key = 'state:usage'")
+        rows = self.db.execute(f"SELECT {', '.join(USAGE_COLUMNS)} FROM usage").fetchall()
+        return [dict(zip(USAGE_COLUMNS, row)) for row in rows]
 
     def save_usage(self, rows: Iterable[tuple]) -> None:
         """Store hosts' totals (tuples in USAGE_COLUMNS order): within a tick's write, or

@@ -104,14 +104,20 @@ def test_usage_of_a_database_from_before_the_usage_table_is_read(tmp_path):
     legacy = [{"address": "10.0.0.1", "day": "2026-11-22", "month": "2026-11",
                "day_up": 1, "day_down": 2, "month_up": 3, "month_down": 4}]
     db = sqlite3.connect(path)
-    db.execute("DROP TABLE usage")
+    db.execute("DROP TABLE usage")       # as an earlier version made it
     db.execute("INSERT INTO meta VALUES ('state:usage', ?)", (json.dumps(legacy),))
     db.commit()
     db.close()
     h = History(path)
     assert h.load_usage() == legacy
-    h.write(T0, [], usage=[("10.0.0.1", "2026-11-22", "2026-11", 5, 6, 7, 8)])
-    assert h.load_usage()[0]["day_up"] == 5       # the table supersedes the old snapshot
+    # Moved into the table: a host that moves no more is still there at the next restart.
+    h.write(T0, [], usage=[("10.0.0.2", "2026-11-22", "2026-11", 5, 6, 7, 8)])
+    h.close()
+    again = History(path)
+    assert {u["address"]: u["day_up"] for u in again.load_usage()} == {"10.0.0.1": 1, "10.0.0.2": 5}
+    again.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM meta WHERE key = 'state:usage'").fetchone() == (0,)
 
 
 def test_the_database_stays_at_its_size_cap_and_keeps_the_newest_points(tmp_path):

@@ -121,10 +121,14 @@ class History:
         kept them as one snapshot in meta: it moves into the table here, in one transaction."""
         legacy = self._meta("state:usage")
         if legacy:
-            with self.db:
-                self.db.execute("BEGIN")
-                self.save_usage(tuple(host[c] for c in USAGE_COLUMNS) for host in json.loads(legacy))
-                self.db.execute("DELETE FROM meta WHERE key = 'state:usage'")
+            hosts = json.loads(legacy)
+            try:
+                with self.db:
+                    self.db.execute("BEGIN")
+                    self.save_usage(tuple(host[c] for c in USAGE_COLUMNS) for host in hosts)
+                    self.db.execute("DELETE FROM meta WHERE key = 'state:usage'")
+            except sqlite3.Error:
+                return hosts    # a full or read-only disk: moved at a later start
         rows = self.db.execute(f"SELECT {', '.join(USAGE_COLUMNS)} FROM usage").fetchall()
         return [dict(zip(USAGE_COLUMNS, row)) for row in rows]
 
@@ -132,6 +136,10 @@ class History:
         """Store hosts' totals (tuples in USAGE_COLUMNS order): within a tick's write, or
         alone at close, one statement, so written whole or not at all."""
         self.db.executemany("INSERT OR REPLACE INTO usage VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def forget_usage_before(self, month: str) -> None:
+        """Drop hosts last counted before `month` ("2026-11"): a restore has nothing to carry for them."""
+        self.db.execute("DELETE FROM usage WHERE month < ?", (month,))
 
     def last_alert_id(self) -> int:
         return self.db.execute("SELECT COALESCE(MAX(id), 0) FROM alerts").fetchone()[0]

@@ -118,6 +118,11 @@ class Controller:
         self.alerting = Alerting(o.alerts, first_id=first_alert)
         if self.history is not None:
             self.usage.restore(self.history.load_usage())
+            try:
+                if self.usage.month:
+                    self.history.forget_usage_before(self.usage.month)
+            except sqlite3.Error:
+                pass    # a full or read-only disk: the stale rows go at a later start
         self._restored_alerts = False
         self._extra_metrics: dict[str, dict[str, float]] = {}
         self._deltas = CounterDeltas()

@@ -248,20 +248,21 @@ class UsageMeter:
 
     def restore(self, hosts: list[dict]) -> None:
         """Carry day/month totals over a restart (from the history); each host's totals
-        count only where their day or month is the newest saved one, and totals of a
-        day or month that has passed since are dropped at the next update."""
+        count only where their day or month is the newest saved one (hosts of older
+        months are left out), and totals of a day or month that has passed since are
+        dropped at the next update."""
         if not hosts:
             return
+        # ISO dates: the newest sorts last.  A host last counted in an older month has nothing to carry.
+        self.day, self.month = max(h["day"] for h in hosts), max(h["month"] for h in hosts)
+        hosts = [h for h in hosts if h["month"] == self.month]
         key = np.zeros(len(hosts), dtype=[("family", "u1"), ("addr", "u1", 16)])
         for i, entry in enumerate(hosts):
             ip = ipaddress.ip_address(entry["address"])
             key["family"][i] = ip.version
             key["addr"][i, :len(ip.packed)] = np.frombuffer(ip.packed, dtype=np.uint8)
         rows = self._rows_for(flow_ids(key), key["family"], key["addr"])
-        # ISO dates: the newest sorts last.
-        self.day, self.month = max(h["day"] for h in hosts), max(h["month"] for h in hosts)
         for row, entry in zip(rows.tolist(), hosts):
             if entry["day"] == self.day:
                 self.day_bytes[row] = (entry["day_up"], entry["day_down"])
-            if entry["month"] == self.month:
-                self.month_bytes[row] = (entry["month_up"], entry["month_down"])
+            self.month_bytes[row] = (entry["month_up"], entry["month_down"])

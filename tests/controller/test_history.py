@@ -93,6 +93,10 @@ def test_usage_rows_round_trip_and_replace_older_ones(tmp_path):
     assert saved["10.0.0.1"] == {"address": "10.0.0.1", "day": "2026-11-22", "month": "2026-11",
                                  "day_up": 10, "day_down": 20, "month_up": 30, "month_down": 40}
     assert saved["fd00::1"]["month_down"] == 8
+    again = History(tmp_path / "h.sqlite")
+    again.write(T0 + 2, [], usage=[("10.0.0.9", "2026-12-01", "2026-12", 1, 1, 1, 1)])
+    again.forget_usage_before("2026-12")
+    assert [u["address"] for u in again.load_usage()] == ["10.0.0.9"]
 
 
 def test_usage_of_a_database_from_before_the_usage_table_is_read(tmp_path):

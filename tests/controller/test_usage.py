@@ -97,10 +97,13 @@ def test_restore_keeps_only_the_newest_day_and_month_of_each_host():
     saved = [{"address": "192.168.1.10", "day": "2025-12-30", "month": "2025-12",
               "day_up": 1, "day_down": 2, "month_up": 30, "month_down": 40},
              {"address": "fd00::20", "day": "2025-12-31", "month": "2025-12",
-              "day_up": 5, "day_down": 6, "month_up": 7, "month_down": 8}]
+              "day_up": 5, "day_down": 6, "month_up": 7, "month_down": 8},
+             {"address": "10.9.9.9", "day": "2025-11-30", "month": "2025-11",
+              "day_up": 9, "day_down": 9, "month_up": 9, "month_down": 9}]
     meter = UsageMeter()
     meter.restore(saved)
     hosts = meter.hosts
+    assert "10.9.9.9" not in hosts                   # last counted in an older month
     assert meter.day == "2025-12-31"
     assert hosts["192.168.1.10"].day_bytes == [0, 0] and hosts["192.168.1.10"].month_bytes == [30, 40]
     assert hosts["fd00::20"].day_bytes == [5, 6]

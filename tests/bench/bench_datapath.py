@@ -18,6 +18,10 @@ is pinned to CPU 0 and the receiver to CPU 1 in every run (`_pinned`).
 - prog_ns_floor_per_pkt: the same for the no-op program: what any tc program
   costs on these hooks here (statistics overhead, cold cache lines), so the
   datapath's own share is the difference.
+- prog_ns_above_floor_per_pkt: the median over rounds of the datapath's figure
+  minus the no-op program's of the same round: the datapath's own cost with the
+  machine's drift from round to round (its neighbours, cold caches) taken out,
+  where prog_ns_per_pkt still carries it.
 - prog_ns_isolated_*: BPF_PROG_TEST_RUN, one CPU, warm caches; *_floor is the
   no-op program there (the harness's own cost per repeat).
 - load_avg_*: the machine's 1-minute load average before and after: other work
@@ -277,6 +281,11 @@ def run() -> dict:
                                       if ns_per_run["datapath"] else None)
         figures["prog_ns_floor_per_pkt"] = (round(statistics.median(ns_per_run["noop"]), 1)
                                             if ns_per_run["noop"] else None)
+        # Paired by round only where both ran in every round (a round whose program
+        # saw no packet has no figure, and would shift the pairs).
+        paired = [a - b for a, b in zip(ns_per_run["datapath"], ns_per_run["noop"])] \
+            if len(ns_per_run["datapath"]) == len(ns_per_run["noop"]) == ROUNDS else []
+        figures["prog_ns_above_floor_per_pkt"] = round(statistics.median(paired), 1) if paired else None
         for role, values in ns_by_role.items():
             figures[f"prog_ns_{role}_per_pkt"] = round(statistics.median(values), 1) if values else None
         figures["forward_bare_gbit"] = round(statistics.median(gbit["bare"]) / 1e9, 2)

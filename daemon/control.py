@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 # The kernel's class ids: the controller's class order, from 1 (0 is "unclassified").
 CLASS_IDS = {name: i + 1 for i, name in enumerate(CLASSES)}
+REASON_NONE = kstructs.REASONS.index("none")
+REASON_OVERRIDE = kstructs.REASONS.index("override")
 PROTO_TEXT = {0: "any", socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}
 
 
@@ -125,6 +127,9 @@ class Control:
         self._revision: int | None = None
         self._kernel_dirty = True
         self._overrides: dict[int, tuple[bytes, int]] = {}     # flow id -> (FLOW_KEY bytes, class id)
+        # Flows overridden because the kernel's own verdict disagreed with the controller's.
+        self._corrected: set[int] = set()
+        self._generation: int | None = None                    # the kernel's policy generation
         self._tokens: dict[int, int] = {}                      # token -> class id
         self._written = kpolicy.Written()                      # the policy maps, as last written
         self._seeded = False
@@ -237,10 +242,42 @@ class Control:
 
     def _write_kernel(self, table: FlowTable, result: TickResult) -> None:
         if self._kernel_dirty:
-            kpolicy.write_policy(self.datapath, self.kernel_policy(result.policy), self._written)
+            self._generation = kpolicy.write_policy(self.datapath, self.kernel_policy(result.policy), self._written)
             self._kernel_dirty = False
-        self._write_overrides(table, result.policy.overrides)
+        overrides = self._disagreements(table, result)
+        overrides.update(result.policy.overrides)
+        self._write_overrides(table, overrides)
         self._write_tokens(result.mptcp.token_classes)
+
+    def _disagreements(self, table: FlowTable, result: TickResult) -> dict[int, str]:
+        """Overrides for flows whose kernel verdict differs from the controller's.
+
+        The kernel's maps cannot say everything the rule list does: it tries prefixes
+        (remote, then LAN address) before ports, and the responder's port before the
+        opener's, where the controller takes the first rule in list order that matches
+        either.  So a flow decided by a port rule can be marked by a later prefix rule's
+        class.  Its verdict is read back from the flow map, counted only where it was
+        reached under the rules now in force (the flow's generation), and corrected by
+        an override, which stays while the flow lives: dropping it would send the flow
+        back to the verdict it corrected.
+        """
+        values, c = table.values, result.classification
+        if values is None or c is None or self._generation is None:
+            return {}
+        decided = c.class_index.astype(np.int64) + 1          # CLASS_IDS: CLASSES order from 1
+        reason = values["class_reason"]
+        disagree = ((values["policy_generation"] == self._generation) & (reason != REASON_NONE)
+                    & (reason != REASON_OVERRIDE) & (values["class_id"] != decided))
+        for row in np.flatnonzero(disagree).tolist():
+            self._corrected.add(int(table.ids[row]))
+        if not self._corrected:
+            return {}
+        held = np.fromiter(self._corrected, dtype=np.uint64, count=len(self._corrected))
+        rows = np.searchsorted(table.ids, held)
+        live = (rows < len(table)) & (table.ids[np.minimum(rows, max(len(table) - 1, 0))] == held) \
+            if len(table) else np.zeros(len(held), dtype=bool)
+        self._corrected = set(held[live].tolist())
+        return {int(fid): CLASSES[int(c.class_index[row])] for fid, row in zip(held[live], rows[live])}
 
     def _write_overrides(self, table: FlowTable, overrides: dict[int, str]) -> None:
         wanted: dict[int, int] = {fid: CLASS_IDS[name] for fid, name in overrides.items()}
@@ -272,7 +309,7 @@ class Control:
                 changed = True
         if changed:
             # Live flows re-evaluate their class on their next packet.
-            kpolicy.bump_generation(self.datapath)
+            self._generation = kpolicy.bump_generation(self.datapath)
 
     def _write_tokens(self, token_classes: dict[int, str]) -> None:
         wanted = {token: CLASS_IDS[name] for token, name in token_classes.items()}

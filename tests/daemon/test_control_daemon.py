@@ -101,6 +101,38 @@ def test_an_api_rule_classifies_new_flows_in_the_kernel(running):
         assert found["kernel_class"] == "video"          # the rule reached the datapath's port map
 
 
+def test_the_kernel_marks_the_first_matching_rule_even_where_its_own_order_differs(running):
+    """A port rule listed before a prefix rule: the controller takes the port rule, the
+    kernel tries prefixes first, so its first-packet verdict is the prefix's class.  The
+    daemon reads that back and corrects it: the datapath ends up marking the rule's class."""
+    lab, daemon, _ = running
+    with daemon.client() as client:
+        client.call("rules.add", rule={"id": "sink", "class": "video", "match": {"proto": "tcp", "ports": [9000]}})
+        client.call("rules.add", rule={"id": "server", "class": "file", "match": {"cidrs": [f"{SERVER_V4[0]}/32"]}})
+        time.sleep(2.5)        # the next tick compiles both into the kernel's maps
+        sender = lab.popen("cli", sys.executable, str(TRAFFIC), "tcp", SERVER_V4[0], "--bytes", "30000000",
+                           "--rate-mbit", "20")
+        try:
+            def flow():
+                for f in client.call("flows", limit=1000)["flows"]:
+                    if f["dport"] == 9000 and f["packets_up"] > 10:
+                        return f
+                return None
+            found = wait_for(flow)
+            assert found is not None
+            assert found["class"] == "video" and found["reason"] == "api:sink"
+
+            def corrected():
+                f = flow()
+                return f if f is not None and f["kernel_class"] == "video" else None
+            assert wait_for(corrected, timeout_s=5) is not None, flow()
+            # The correction holds: it does not flap back to the prefix's class.
+            time.sleep(2.5)
+            assert flow()["kernel_class"] == "video"
+        finally:
+            sender.wait(60)
+
+
 def test_a_link_going_down_raises_an_alert_that_resolves_when_it_is_back(running):
     lab, daemon, _ = running
     with daemon.client() as client:

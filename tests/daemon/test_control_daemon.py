@@ -28,6 +28,14 @@ def wait_for(predicate, timeout_s: float = 20.0, every_s: float = 0.3):
         time.sleep(every_s)
 
 
+def sink_flow(client):
+    """The flow to the lab server's sink port 9000 once it has carried some packets, else None."""
+    for f in client.call("flows", limit=1000)["flows"]:
+        if f["dport"] == 9000 and f["packets_up"] > 10:
+            return f
+    return None
+
+
 @pytest.fixture
 def running(lab, tmp_path):
     daemon = start_daemon(lab, daemon_config(tmp_path, INTERFACES), tmp_path / "d.log")
@@ -90,12 +98,7 @@ def test_an_api_rule_classifies_new_flows_in_the_kernel(running):
         time.sleep(2.5)        # the next tick compiles it into the kernel's port map
         lab.run("cli", sys.executable, str(TRAFFIC), "tcp", SERVER_V4[0], "--bytes", "2000000", timeout=30)
 
-        def flow():
-            for f in client.call("flows", limit=1000)["flows"]:
-                if f["dport"] == 9000 and f["packets_up"] > 10:
-                    return f
-            return None
-        found = wait_for(flow)
+        found = wait_for(lambda: sink_flow(client))
         assert found is not None
         assert found["class"] == "video" and found["reason"] == "api:sink"
         assert found["kernel_class"] == "video"          # the rule reached the datapath's port map
@@ -113,22 +116,17 @@ def test_the_kernel_marks_the_first_matching_rule_even_where_its_own_order_diffe
         sender = lab.popen("cli", sys.executable, str(TRAFFIC), "tcp", SERVER_V4[0], "--bytes", "30000000",
                            "--rate-mbit", "20")
         try:
-            def flow():
-                for f in client.call("flows", limit=1000)["flows"]:
-                    if f["dport"] == 9000 and f["packets_up"] > 10:
-                        return f
-                return None
-            found = wait_for(flow)
+            found = wait_for(lambda: sink_flow(client))
             assert found is not None
             assert found["class"] == "video" and found["reason"] == "api:sink"
 
             def corrected():
-                f = flow()
+                f = sink_flow(client)
                 return f if f is not None and f["kernel_class"] == "video" else None
-            assert wait_for(corrected, timeout_s=5) is not None, flow()
+            assert wait_for(corrected, timeout_s=5) is not None, sink_flow(client)
             # The correction holds: it does not flap back to the prefix's class.
             time.sleep(2.5)
-            assert flow()["kernel_class"] == "video"
+            assert sink_flow(client)["kernel_class"] == "video"
         finally:
             sender.wait(60)
 

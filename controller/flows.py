@@ -56,6 +56,13 @@ class FlowTable:
     # The swept flow records (kstructs.FLOW) in row order: class, RTT,
     # retransmissions, MPTCP subtypes for whoever needs more than counters.
     values: np.ndarray | None = None
+    # Where the gateway translates addresses (daemon/conntrack.py), `keys` name each
+    # flow's LAN host and these are the datapath's own keys, which its maps use.
+    wire_keys: np.ndarray | None = None
+
+    def kernel_keys(self) -> np.ndarray:
+        """The keys the datapath knows the flows by (its maps, deleting idle flows)."""
+        return self.keys if self.wire_keys is None else self.wire_keys
 
     def __len__(self) -> int:
         return len(self.ids)

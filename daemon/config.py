@@ -46,6 +46,9 @@ class DaemonSettings:
     # needs ~15 ms of CPU a second; preempted by every waking task on a busy 2-core
     # gateway it took twice as long now and then.
     realtime_priority: int = 1
+    # Follow conntrack so that masqueraded and port-forwarded flows count under
+    # their LAN hosts (daemon/conntrack.py); false saves conntrack's event work.
+    follow_nat: bool = True
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,7 @@ def parse(document: dict[str, Any], source: str = "<string>") -> Config:
                         _string(choices=("debug", "info", "warning", "error"))),
         publish_flows=r.get("publish_flows", defaults.publish_flows, _number(0, 100_000, integer=True)),
         realtime_priority=r.get("realtime_priority", defaults.realtime_priority, _number(0, 99, integer=True)),
+        follow_nat=r.get("follow_nat", defaults.follow_nat, _boolean),
     )
     r.finish()
 

@@ -297,7 +297,7 @@ class Control:
             for fid, row in zip(fresh, rows.tolist()):
                 if row >= len(table) or int(table.ids[row]) != fid:
                     continue
-                key = table.keys[row].tobytes()
+                key = table.kernel_keys()[row].tobytes()
                 leaf = self.datapath.overrides.Leaf()
                 leaf.class_id = wanted[fid]
                 try:

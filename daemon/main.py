@@ -77,6 +77,8 @@ class Daemon:
         self.oper_up: dict[str, bool] = {}
         self.link_changes: list[dict[str, Any]] = []
         self.links = None
+        self.nat = None
+        self._nat_error = ""
         self.datapath = None
         self.hooks = None
         self.shaper = None
@@ -136,6 +138,12 @@ class Daemon:
         from .links import LinkWatcher
         self.links = LinkWatcher()
         self.server.watch_fd(self.links.fileno(), self._on_link_events)
+        if self.config.daemon.follow_nat:
+            from .conntrack import Conntrack, Translator
+            try:
+                self.nat = Translator(Conntrack())
+            except OSError as exc:   # a kernel without ctnetlink: flows keep the WAN's view
+                log.warning("conntrack: %s; NATed flows will show the gateway's address", exc)
         self.pending = [iface.name for iface in self.config.interfaces]
         self._attach_pending()
         self._start_shaping(runtime)
@@ -289,6 +297,8 @@ class Daemon:
             self.server.close()
         if self.links is not None:
             self.links.close()
+        if self.nat is not None:
+            self.nat.close()
         if self.datapath is not None:
             self.datapath.close()
         log.info("stopped")
@@ -377,6 +387,7 @@ class Daemon:
         idle = self.table.idle(int(self.config.daemon.idle_timeout_s * 1e9))
         if idle.any():
             self.datapath.delete_flows(self.table.keys[idle])
+        self.table = self._translate(self.table)
         marks.append(time.perf_counter())
         self._control()
         marks.append(time.perf_counter())
@@ -445,6 +456,21 @@ class Daemon:
         self.controller_ms = (time.perf_counter() - started) * 1000
         # Published with the tick's phases, at the end of the tick (state carries the last whole tick).
         self._steps_this_tick = {**self.control.step_ms, **steps}
+
+    def _translate(self, table):
+        """The table with NATed flows under their LAN hosts (after the sweep: see Translator.apply)."""
+        if self.nat is None:
+            return table
+        try:
+            self.nat.refresh()
+            if self._nat_error:
+                log.info("conntrack: reading again")
+                self._nat_error = ""
+        except OSError as exc:   # new flows then keep the addresses the WAN port sees
+            if str(exc) != self._nat_error:
+                log.warning("conntrack: %s; new NATed flows show the gateway's address", exc)
+            self._nat_error = str(exc)
+        return self.nat.apply(table)
 
     def _drain_events(self) -> None:
         from .events import decode_all

@@ -77,6 +77,14 @@ class FlowRecords:
         sport = keys["lan_port"].tolist()
         dport = keys["remote_port"].tolist()
         families = family.tolist()
+        nat = [None] * len(rows)
+        if table.wire_keys is not None:
+            # Translated by the gateway (daemon/conntrack.py): the address and port the WAN sees.
+            wire = table.wire_keys[rows]
+            for i in np.flatnonzero((wire["lan_addr"] != keys["lan_addr"]).any(axis=1)
+                                    | (wire["lan_port"] != keys["lan_port"])).tolist():
+                nat[i] = {"src": kstructs.address(int(family[i]), wire["lan_addr"][i]),
+                          "sport": int(wire["lan_port"][i])}
         for i, flow_id in enumerate(table.ids[rows].tolist()):
             self._fixed[flow_id] = {
                 "id": f"{flow_id:016x}",
@@ -85,6 +93,7 @@ class FlowRecords:
                 "family": families[i],
                 "src": src[i], "sport": sport[i],
                 "dst": dst[i], "dport": dport[i],
+                "nat": nat[i],
                 "packets_up": 0, "packets_down": 0, "bytes_up": 0, "bytes_down": 0,
                 "bps_up": 0.0, "bps_down": 0.0,
                 "first_seen": first[i], "last_seen": first[i],

@@ -19,7 +19,7 @@ fi
 # only source of BCC's Python module; chromium is for the browser tests.
 PACKAGES=(
     python3-bpfcc python3-venv python3-pip iproute2 iputils-ping ethtool procps kmod util-linux
-    iperf3 tcpdump chromium fonts-dejavu-core sqlite3 ca-certificates
+    iperf3 tcpdump nftables chromium fonts-dejavu-core sqlite3 ca-certificates
     # Packaging: build deps of debian/control, lintian, and `vagrant validate`.
     dpkg-dev debhelper build-essential fakeroot python3-pytest python3-pytest-timeout lintian vagrant
 )

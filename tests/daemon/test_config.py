@@ -43,6 +43,12 @@ def test_the_realtime_priority_is_a_sched_rr_priority_or_0():
         "t.toml: daemon.realtime_priority: must be at most 99, got 100"]
 
 
+def test_following_nat_is_on_unless_turned_off_with_a_boolean():
+    assert loads("").daemon.follow_nat is True
+    assert loads("[daemon]\nfollow_nat = false\n").daemon.follow_nat is False
+    assert errors_of("[daemon]\nfollow_nat = \"no\"\n") == ["t.toml: daemon.follow_nat: must be true or false, got \"no\""]
+
+
 def test_an_interface_needs_a_role():
     assert errors_of("[interfaces.wan0]\nup_mbit = 5\n") == [
         't.toml: interfaces.wan0.role: missing; must be "wan" or "lan"']

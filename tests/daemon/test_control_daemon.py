@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 from daemon_harness import daemon_config, start_daemon
-from lab import SERVER_V4
+from lab import CLIENT_V4, GATEWAY_WAN_V4, SERVER_V4
 
 pytestmark = [pytest.mark.root, pytest.mark.lab]
 
@@ -129,6 +130,62 @@ def test_the_kernel_marks_the_first_matching_rule_even_where_its_own_order_diffe
             assert sink_flow(client)["kernel_class"] == "video"
         finally:
             sender.wait(60)
+
+
+@pytest.fixture
+def nat(running):
+    """nftables address translation on the lab gateway: what a home or office gateway does."""
+    lab = running[0]
+    lab.run("gw", "nft", "add table ip ab_test_nat")
+    try:
+        yield lambda rules: lab.run("gw", "nft", rules)
+    finally:
+        lab.run("gw", "nft", "delete table ip ab_test_nat")
+
+
+def test_a_masqueraded_flow_counts_under_the_lan_host_behind_the_gateway(running, nat):
+    """tc egress runs after source NAT: the datapath sees the gateway's WAN address, and
+    the daemon maps the flow back to the client from conntrack."""
+    lab, daemon, _ = running
+    nat('add chain ip ab_test_nat post { type nat hook postrouting priority srcnat; }; '
+        'add rule ip ab_test_nat post oifname { "wan0", "wan1" } masquerade')
+    with daemon.client() as client:
+        lab.run("cli", sys.executable, str(TRAFFIC), "tcp", SERVER_V4[0], "--bytes", "3000000", timeout=30)
+        found = wait_for(lambda: sink_flow(client))
+        assert found is not None
+        assert (found["src"], found["dst"], found["iface"]) == (CLIENT_V4[0], SERVER_V4[0], "wan0")
+        assert found["nat"]["src"] == GATEWAY_WAN_V4[0]         # what the server and the datapath saw
+        assert found["bytes_up"] > 3_000_000
+        hosts = wait_for(lambda: {h["host"]: h for h in client.call("usage")["hosts"]
+                                  if h["host"] == CLIENT_V4[0] and h["day_up"] > 3_000_000})
+        assert hosts, client.call("usage")
+        assert GATEWAY_WAN_V4[0] not in {h["host"] for h in client.call("usage")["hosts"]}
+
+
+def test_a_port_forwarded_flow_counts_under_the_lan_host_it_reaches(running, nat):
+    """Destination NAT: the server dials the gateway's WAN address, which forwards to the client."""
+    lab, daemon, _ = running
+    nat('add chain ip ab_test_nat pre { type nat hook prerouting priority dstnat; }; '
+        f'add rule ip ab_test_nat pre iifname "wan0" tcp dport 9300 dnat to {CLIENT_V4[0]}:9000')
+    sink = lab.popen("cli", sys.executable, str(TRAFFIC), "serve", stdout=subprocess.PIPE, text=True)
+    try:
+        assert sink.stdout.readline().strip() == "serving"
+        with daemon.client() as client:
+            lab.run("srv", sys.executable, str(TRAFFIC), "tcp", GATEWAY_WAN_V4[0], "--port", "9300",
+                    "--bytes", "2000000", timeout=30)
+
+            def forwarded():
+                return next((f for f in client.call("flows", limit=1000)["flows"]
+                             if f["sport"] == 9000 and f["packets_down"] > 10), None)
+            found = wait_for(forwarded)
+            assert found is not None, client.call("flows", limit=1000)
+            assert (found["src"], found["dst"], found["iface"]) == (CLIENT_V4[0], SERVER_V4[0], "wan0")
+            assert found["nat"] == {"src": GATEWAY_WAN_V4[0], "sport": 9300}
+            assert found["bytes_down"] > 2_000_000
+    finally:
+        sink.terminate()
+        sink.wait(10)
+        sink.stdout.close()
 
 
 def test_a_link_going_down_raises_an_alert_that_resolves_when_it_is_back(running):

@@ -1,0 +1,321 @@
+"""The gateway's own address translation, read from conntrack over netlink.
+
+tc egress runs after netfilter's source NAT and tc ingress before its reverse,
+so the datapath keys a masqueraded flow by the gateway's WAN address and the
+port NAT chose, not by the LAN host behind it (and a port-forwarded one by the
+address the remote end dialled).  This module follows conntrack, NEW and
+DESTROY events plus a dump at start and after lost events, and maps each
+translated connection's tuple as the WAN port sees it back to the LAN host's
+own address and port.  `Translator.apply` rewrites a swept flow table with
+them; the datapath's own keys stay in `FlowTable.wire_keys` for the kernel.
+
+Only TCP and UDP (and UDP-Lite, SCTP, DCCP: port-based) connections are
+mapped; ICMP keeps the wire address.  A plain non-blocking netlink socket,
+parsed here, for the reason daemon/links.py gives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import socket
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from anabranch.controller.flows import FlowTable, flow_ids
+
+from . import kstructs
+
+log = logging.getLogger(__name__)
+
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_CTNETLINK = 1
+IPCTNL_MSG_CT_NEW, IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_DELETE = 0, 1, 2
+# Multicast groups, as bind() bits: 1 << (group - 1).
+NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_DESTROY = 1, 3
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLA_TYPE_MASK = 0x3FFF   # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
+
+CTA_TUPLE_ORIG, CTA_TUPLE_REPLY = 1, 2
+CTA_TUPLE_IP, CTA_TUPLE_PROTO = 1, 2
+CTA_IP_V4_SRC, CTA_IP_V4_DST, CTA_IP_V6_SRC, CTA_IP_V6_DST = 1, 2, 3, 4
+CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT = 1, 2, 3
+PORT_PROTOCOLS = frozenset({socket.IPPROTO_TCP, socket.IPPROTO_UDP, 33, 132, 136})  # DCCP, SCTP, UDP-Lite
+
+_NLMSGHDR = struct.Struct("=IHHII")     # len, type, flags, seq, pid
+_NFGENMSG = struct.Struct("=BBH")       # family, version, res_id (big-endian)
+_NLATTR = struct.Struct("=HH")          # len, type
+_FAMILY = {socket.AF_INET: 4, socket.AF_INET6: 6}
+
+
+@dataclass(frozen=True)
+class Tuple:
+    src: bytes      # 4 or 16 bytes
+    dst: bytes
+    sport: int
+    dport: int
+
+
+@dataclass(frozen=True)
+class Connection:
+    family: int     # 4 or 6
+    proto: int
+    orig: Tuple     # as the opener sent it
+    reply: Tuple    # as the answer comes back: NAT shows as the difference
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str                   # "new", "destroy", or "resync" (events were lost)
+    connection: Connection | None = None
+
+
+def _attrs(buffer: bytes, start: int, end: int) -> dict[int, bytes]:
+    out = {}
+    while start + _NLATTR.size <= end:
+        length, kind = _NLATTR.unpack_from(buffer, start)
+        if length < _NLATTR.size or start + length > end:
+            break
+        out[kind & NLA_TYPE_MASK] = buffer[start + _NLATTR.size: start + length]
+        start += (length + 3) & ~3
+    return out
+
+
+def _tuple(raw: bytes) -> tuple[int, Tuple] | None:
+    parts = _attrs(raw, 0, len(raw))
+    ip = _attrs(parts.get(CTA_TUPLE_IP, b""), 0, len(parts.get(CTA_TUPLE_IP, b"")))
+    proto = _attrs(parts.get(CTA_TUPLE_PROTO, b""), 0, len(parts.get(CTA_TUPLE_PROTO, b"")))
+    if CTA_PROTO_NUM not in proto or CTA_PROTO_SRC_PORT not in proto or CTA_PROTO_DST_PORT not in proto:
+        return None
+    if CTA_IP_V4_SRC in ip and CTA_IP_V4_DST in ip:
+        src, dst = ip[CTA_IP_V4_SRC], ip[CTA_IP_V4_DST]
+    elif CTA_IP_V6_SRC in ip and CTA_IP_V6_DST in ip:
+        src, dst = ip[CTA_IP_V6_SRC], ip[CTA_IP_V6_DST]
+    else:
+        return None
+    (sport,), (dport,) = struct.unpack(">H", proto[CTA_PROTO_SRC_PORT][:2]), \
+        struct.unpack(">H", proto[CTA_PROTO_DST_PORT][:2])
+    return proto[CTA_PROTO_NUM][0], Tuple(src, dst, sport, dport)
+
+
+def parse(buffer: bytes) -> tuple[list[Event], bool]:
+    """The conntrack messages in one netlink read, and whether a dump ended in it.
+    Messages of other kinds, protocols without ports and malformed ones are skipped."""
+    events: list[Event] = []
+    done = False
+    offset = 0
+    while offset + _NLMSGHDR.size <= len(buffer):
+        length, kind, _, _, _ = _NLMSGHDR.unpack_from(buffer, offset)
+        if length < _NLMSGHDR.size or offset + length > len(buffer):
+            break
+        if kind == NLMSG_DONE:
+            done = True
+        elif kind == NLMSG_ERROR:
+            (code,) = struct.unpack_from("=i", buffer, offset + _NLMSGHDR.size)
+            if code:
+                raise OSError(-code, f"conntrack netlink: {errno.errorcode.get(-code, code)}")
+        elif kind >> 8 == NFNL_SUBSYS_CTNETLINK and kind & 0xFF in (IPCTNL_MSG_CT_NEW, IPCTNL_MSG_CT_DELETE):
+            body = offset + _NLMSGHDR.size
+            family = _FAMILY.get(_NFGENMSG.unpack_from(buffer, body)[0]) if body + 4 <= offset + length else None
+            attrs = _attrs(buffer, body + _NFGENMSG.size, offset + length)
+            orig = _tuple(attrs[CTA_TUPLE_ORIG]) if CTA_TUPLE_ORIG in attrs else None
+            reply = _tuple(attrs[CTA_TUPLE_REPLY]) if CTA_TUPLE_REPLY in attrs else None
+            if family and orig and reply and orig[0] == reply[0] and orig[0] in PORT_PROTOCOLS:
+                events.append(Event("new" if kind & 0xFF == IPCTNL_MSG_CT_NEW else "destroy",
+                                    Connection(family, orig[0], orig[1], reply[1])))
+        offset += (length + 3) & ~3
+    return events, done
+
+
+def wire_mappings(c: Connection) -> list[tuple[bytes, bytes, int]]:
+    """(wire key, LAN host address, LAN host port) for a translated connection.
+
+    Source NAT (a LAN host opened it): the WAN port sees the reply's destination
+    as the LAN side and its source as the remote end.  Destination NAT (a port
+    forward): the WAN port sees the original destination and source."""
+    out = []
+    o, r = c.orig, c.reply
+    if (o.src, o.sport) != (r.dst, r.dport):
+        out.append((wire_key(c.family, c.proto, r.dst, r.dport, r.src, r.sport), o.src, o.sport))
+    if (o.dst, o.dport) != (r.src, r.sport):
+        out.append((wire_key(c.family, c.proto, o.dst, o.dport, o.src, o.sport), r.src, r.sport))
+    return out
+
+
+# The datapath's flow key without its port (kstructs.FLOW_KEY from byte 4 on).
+_WIRE = struct.Struct("<BBHHH16s16s")
+_LAN_ADDR = slice(kstructs.FLOW_KEY.fields["lan_addr"][1], kstructs.FLOW_KEY.fields["lan_addr"][1] + 16)
+_LAN_PORT = slice(kstructs.FLOW_KEY.fields["lan_port"][1], kstructs.FLOW_KEY.fields["lan_port"][1] + 2)
+
+
+def wire_key(family: int, proto: int, lan: bytes, lan_port: int, remote: bytes, remote_port: int) -> bytes:
+    return _WIRE.pack(family, proto, lan_port, remote_port, 0, lan, remote)
+
+
+class Conntrack:
+    """conntrack's NEW and DESTROY events, and dumps of every connection."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK
+                                   | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
+        try:   # room for a burst of new connections between two ticks
+            self._sock.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)     # SO_RCVBUFFORCE
+        except OSError:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self._sock.bind((0, (1 << (NFNLGRP_CONNTRACK_NEW - 1)) | (1 << (NFNLGRP_CONNTRACK_DESTROY - 1))))
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def read(self) -> list[Event]:
+        """Every event pending on the socket; a "resync" event where the kernel dropped some."""
+        events: list[Event] = []
+        while True:
+            try:
+                events += parse(self._sock.recv(1 << 16))[0]
+            except BlockingIOError:
+                return events
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                events.append(Event("resync"))
+
+    @staticmethod
+    def dump(timeout_s: float = 5.0) -> list[Connection]:
+        """Every connection conntrack has now (IPv4 and IPv6), on a socket of its own."""
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER) as sock:
+            sock.settimeout(timeout_s)
+            sock.bind((0, 0))
+            body = _NFGENMSG.pack(socket.AF_UNSPEC, 0, 0)
+            sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET,
+                                     NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + body)
+            connections: list[Connection] = []
+            while True:
+                events, done = parse(sock.recv(1 << 20))
+                connections += [e.connection for e in events if e.connection is not None]
+                if done:
+                    return connections
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class Translator:
+    """Maps the datapath's flow keys of translated connections to their LAN hosts."""
+
+    def __init__(self, source: Conntrack | None = None) -> None:
+        self.source = source
+        self.hosts: dict[bytes, tuple[bytes, int]] = {}    # wire key -> (LAN address, port)
+        self.resyncs = 0
+        # Every flow id already looked up (sorted: the last table's), whether it was
+        # translated, and, where any was, that table's keys as translated (bytes).
+        self._seen = np.zeros(0, dtype=np.uint64)
+        self._valid = np.zeros(0, dtype=bool)       # False: look this one up again
+        self._found = np.zeros(0, dtype=bool)
+        self._keys = np.zeros((0, kstructs.FLOW_KEY.itemsize), dtype=np.uint8)
+        # Wire keys of connections new since the last apply: a flow the datapath
+        # still has under one of them (NAT reused a port) is looked up again.
+        self._renewed: list[bytes] = []
+        self._stale = True
+
+    def learn(self, events: list[Event]) -> None:
+        for event in events:
+            if event.kind == "resync":
+                self._stale = True
+                continue
+            for key, addr, port in wire_mappings(event.connection):
+                if event.kind == "new":
+                    self.hosts[key] = (addr, port)
+                    self._renewed.append(key)
+                else:
+                    self.hosts.pop(key, None)
+
+    def refresh(self) -> None:
+        """Take the pending events; at the start and after lost ones, the whole table."""
+        if self.source is None:
+            return
+        try:
+            events = self.source.read()
+        except OSError:
+            self._stale = True
+            raise
+        if not self._stale and not any(e.kind == "resync" for e in events):
+            self.learn(events)
+            return
+        if self.resyncs:
+            log.warning("conntrack events were lost; reading the whole table again")
+        self.resyncs += 1
+        connections = self.source.dump()
+        self.hosts = {}
+        self.learn([Event("new", c) for c in connections])
+        self._stale = False
+        # A flow not found while events were missing may have missed its own: look again.
+        self._valid &= self._found
+        self._renewed = []
+
+    def apply(self, table: FlowTable) -> FlowTable:
+        """The table with each translated flow's LAN side replaced by its LAN host.
+
+        A flow is looked up once, at the first sweep that has it (call `refresh`
+        after the sweep): conntrack reports a connection before its first packet
+        leaves the gateway, so its mapping is known by then."""
+        if self._renewed:
+            self._forget(self._renewed, np.unique(table.keys["ifindex"]))
+            self._renewed = []
+        n = len(table)
+        translated = bool(self._found.any())
+        if not self.hosts and not translated:          # nothing to look up, nothing looked up
+            self._seen, self._valid, self._found = table.ids, np.ones(n, dtype=bool), np.zeros(n, dtype=bool)
+            return table
+        wire = np.ascontiguousarray(table.keys).view(np.uint8).reshape(n, -1)
+        pos = np.minimum(np.searchsorted(self._seen, table.ids), max(len(self._seen) - 1, 0))
+        known = (self._seen[pos] == table.ids) & self._valid[pos] if len(self._seen) else np.zeros(n, dtype=bool)
+        fresh = np.flatnonzero(~known)
+        if translated:   # whole rows: far cheaper than assigning into the key's fields
+            keys = np.take(self._keys, pos, axis=0)
+            keys[fresh] = wire[fresh]
+            found = self._found[pos] & known
+        else:
+            keys, found = wire.copy(), np.zeros(n, dtype=bool)
+        if len(fresh) and self.hosts:
+            blob, width, get = wire[fresh][:, 4:].tobytes(), wire.shape[1] - 4, self.hosts.get
+            hits = [(i, host) for i in range(len(fresh))
+                    if (host := get(blob[i * width:(i + 1) * width])) is not None]
+            if hits:
+                rows = fresh[[i for i, _ in hits]]
+                found[rows] = True
+                keys[rows, _LAN_ADDR] = np.frombuffer(b"".join(a.ljust(16, b"\0") for _, (a, _) in hits),
+                                                      dtype=np.uint8).reshape(-1, 16)
+                keys[rows, _LAN_PORT] = np.array([p for _, (_, p) in hits], dtype="<u2").view(np.uint8).reshape(-1, 2)
+        self._seen, self._valid, self._found, self._keys = table.ids, np.ones(n, dtype=bool), found, keys
+        if not found.any():
+            return table
+        return dataclasses.replace(table, keys=keys.view(table.keys.dtype).reshape(n), wire_keys=table.keys)
+
+    def _forget(self, wire: list[bytes], ports: np.ndarray) -> None:
+        """Look again at the flows these wire keys name on any of these ports."""
+        if not len(self._seen):
+            return
+        raw = np.frombuffer(b"".join(wire), dtype=np.uint8).reshape(len(wire), -1)
+        keys = np.zeros((len(ports), len(wire)), dtype=kstructs.FLOW_KEY)
+        keys.view(np.uint8).reshape(len(ports), len(wire), -1)[:, :, 4:] = raw
+        keys["ifindex"] = ports[:, None]
+        ids = flow_ids(keys.ravel())
+        pos = np.minimum(np.searchsorted(self._seen, ids), len(self._seen) - 1)
+        self._valid[pos[self._seen[pos] == ids]] = False
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()
+
+
+def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """values in sorted_set, elementwise."""
+    if not len(sorted_set):
+        return np.zeros(len(values), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[pos] == values

@@ -1,0 +1,149 @@
+"""Address translation from conntrack: the netlink parser (bytes built here), the mapping of
+flow tables (no root), and the kernel's events and dumps, overrun included (lab, root)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+import sys
+
+import numpy as np
+import pytest
+from flowgen import table
+from lab import CLIENT_V4, GATEWAY_WAN_V4, SERVER_V4
+
+from anabranch.daemon.conntrack import (
+    CTA_IP_V4_DST, CTA_IP_V4_SRC, CTA_IP_V6_DST, CTA_IP_V6_SRC, CTA_PROTO_DST_PORT, CTA_PROTO_NUM,
+    CTA_PROTO_SRC_PORT, CTA_TUPLE_IP, CTA_TUPLE_ORIG, CTA_TUPLE_PROTO, CTA_TUPLE_REPLY, IPCTNL_MSG_CT_DELETE,
+    IPCTNL_MSG_CT_NEW, NFNL_SUBSYS_CTNETLINK, NLMSG_DONE, Connection, Conntrack, Event, Translator, Tuple,
+    parse, wire_key, wire_mappings)
+
+NESTED = 0x8000
+
+
+def attr(kind: int, value: bytes) -> bytes:
+    return struct.pack("=HH", 4 + len(value), kind) + value + b"\0" * (-len(value) % 4)
+
+
+def tuple_attr(kind: int, src: str, dst: str, proto: int, sport: int, dport: int) -> bytes:
+    v6 = ":" in src
+    ip = attr(CTA_IP_V6_SRC if v6 else CTA_IP_V4_SRC, ipaddress.ip_address(src).packed) + \
+        attr(CTA_IP_V6_DST if v6 else CTA_IP_V4_DST, ipaddress.ip_address(dst).packed)
+    ports = attr(CTA_PROTO_NUM, bytes([proto])) + attr(CTA_PROTO_SRC_PORT, struct.pack(">H", sport)) + \
+        attr(CTA_PROTO_DST_PORT, struct.pack(">H", dport))
+    return attr(kind | NESTED, attr(CTA_TUPLE_IP | NESTED, ip) + attr(CTA_TUPLE_PROTO | NESTED, ports))
+
+
+def message(msg: int, orig: tuple, reply: tuple, proto: int = socket.IPPROTO_TCP) -> bytes:
+    family = socket.AF_INET6 if ":" in orig[0] else socket.AF_INET
+    body = struct.pack("=BBH", family, 0, 0) + tuple_attr(CTA_TUPLE_ORIG, *orig[:2], proto, *orig[2:]) + \
+        tuple_attr(CTA_TUPLE_REPLY, *reply[:2], proto, *reply[2:]) + attr(3, b"\0\0\0\x08")   # CTA_STATUS
+    return struct.pack("=IHHII", 16 + len(body), (NFNL_SUBSYS_CTNETLINK << 8) | msg, 0, 0, 0) + body
+
+
+LAN, WAN, REMOTE = "192.168.1.10", "203.0.113.7", "198.51.100.20"
+MASQUERADED = ((LAN, REMOTE, 51000, 443), (REMOTE, WAN, 443, 40112))
+FORWARDED = ((REMOTE, WAN, 61000, 8443), (LAN, REMOTE, 443, 61000))
+
+
+def ip(text: str) -> bytes:
+    return ipaddress.ip_address(text).packed
+
+
+def test_new_and_destroyed_connections_are_parsed_with_both_tuples():
+    done = struct.pack("=IHHII", 20, NLMSG_DONE, 0, 0, 0) + b"\0" * 4
+    events, finished = parse(message(IPCTNL_MSG_CT_NEW, *MASQUERADED)
+                             + message(IPCTNL_MSG_CT_DELETE, *MASQUERADED, proto=socket.IPPROTO_UDP) + done)
+    assert finished
+    assert events == [
+        Event("new", Connection(4, 6, Tuple(ip(LAN), ip(REMOTE), 51000, 443), Tuple(ip(REMOTE), ip(WAN), 443, 40112))),
+        Event("destroy", Connection(4, 17, Tuple(ip(LAN), ip(REMOTE), 51000, 443),
+                                    Tuple(ip(REMOTE), ip(WAN), 443, 40112))),
+    ]
+    v6 = message(IPCTNL_MSG_CT_NEW, ("fd00::10", "2001:db8::1", 5000, 53), ("2001:db8::1", "2001:db8:1::1", 53, 5000),
+                 proto=socket.IPPROTO_UDP)
+    assert parse(v6)[0][0].connection.family == 6
+
+
+def test_connections_without_ports_other_messages_and_truncated_buffers_are_skipped():
+    icmp = message(IPCTNL_MSG_CT_NEW, *MASQUERADED, proto=socket.IPPROTO_ICMP)
+    other = bytearray(message(IPCTNL_MSG_CT_NEW, *MASQUERADED))
+    other[4:6] = struct.pack("=H", (2 << 8) | IPCTNL_MSG_CT_NEW)     # another nfnetlink subsystem
+    whole = message(IPCTNL_MSG_CT_NEW, *MASQUERADED)
+    assert parse(icmp + bytes(other))[0] == []
+    assert parse(whole[:40]) == ([], False)
+    assert parse(whole[:-8])[0] == []          # the message claims more than the buffer holds
+
+
+def test_source_and_destination_translation_map_the_wire_tuple_to_the_lan_host():
+    masq = parse(message(IPCTNL_MSG_CT_NEW, *MASQUERADED))[0][0].connection
+    assert wire_mappings(masq) == [(wire_key(4, 6, ip(WAN), 40112, ip(REMOTE), 443), ip(LAN), 51000)]
+    fwd = parse(message(IPCTNL_MSG_CT_NEW, *FORWARDED))[0][0].connection
+    assert wire_mappings(fwd) == [(wire_key(4, 6, ip(WAN), 8443, ip(REMOTE), 61000), ip(LAN), 443)]
+    plain = parse(message(IPCTNL_MSG_CT_NEW, (LAN, REMOTE, 51000, 443), (REMOTE, LAN, 443, 51000)))[0][0]
+    assert wire_mappings(plain.connection) == []
+
+
+def test_translated_flows_take_their_lan_host_and_keep_their_wire_key():
+    specs = [{"lan": WAN, "lport": 40112, "remote": REMOTE, "rport": 443},      # masqueraded
+             {"lan": WAN, "lport": 22, "remote": REMOTE, "rport": 50000},       # the gateway's own
+             {"lan": "10.0.0.5", "lport": 40000, "remote": REMOTE, "rport": 443}]
+    t = table(specs)
+    nat = Translator()
+    nat.learn(parse(message(IPCTNL_MSG_CT_NEW, *MASQUERADED))[0])
+    out = nat.apply(t)
+    assert out.wire_keys is t.keys and out.kernel_keys() is t.keys
+    lan = {int(i): (ipaddress.ip_address(bytes(k["lan_addr"][:4])).exploded, int(k["lan_port"]))
+           for i, k in zip(out.ids, out.keys)}
+    by_spec = [lan[int(t.ids[np.flatnonzero(t.keys["lan_port"] == s["lport"])[0]])] for s in specs]
+    assert by_spec == [(LAN, 51000), (WAN, 22), ("10.0.0.5", 40000)]
+    assert (out.keys["remote_addr"] == t.keys["remote_addr"]).all()
+
+    # Looked up once: the mapping holds after conntrack forgets the connection, while the flow lives.
+    nat.learn(parse(message(IPCTNL_MSG_CT_DELETE, *MASQUERADED))[0])
+    assert nat.hosts == {}
+    again = nat.apply(t)
+    assert (again.keys == out.keys).all()
+    # NAT gives that port to another LAN host, under the same wire key: the flow follows it.
+    other = (("192.168.1.11", REMOTE, 51000, 443), MASQUERADED[1])
+    nat.learn(parse(message(IPCTNL_MSG_CT_NEW, *other))[0])
+    moved = nat.apply(t)
+    row = int(np.flatnonzero(t.keys["lan_port"] == 40112)[0])
+    assert bytes(moved.keys["lan_addr"][row][:4]) == ip("192.168.1.11")
+    assert (np.delete(moved.keys, row) == np.delete(out.keys, row)).all()
+    # A table with no translated flow is passed through as it is.
+    rest = table(specs[1:])
+    assert nat.apply(rest) is rest and rest.kernel_keys() is rest.keys
+
+
+
+@pytest.mark.root
+@pytest.mark.lab
+def test_the_kernels_events_and_dumps_and_a_resync_after_an_overrun(lab):
+    lab.run("gw", "nft", 'add table ip ab_ct; add chain ip ab_ct post { type nat hook postrouting priority srcnat; }; '
+            'add rule ip ab_ct post oifname "wan0" masquerade')
+    # Conntrack lives in the gateway's namespace: the test's Python runs there.
+    script = f"""
+import socket, subprocess, sys, time
+from anabranch.daemon.conntrack import Conntrack, Translator
+ct = Conntrack()
+ct._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)     # the kernel's minimum: overrun at once
+nat = Translator(ct)
+nat.refresh()                                                    # the start: a dump
+send = "import socket\\nfor p in range(20000, 20300):\\n s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\\n s.bind(('', p)); s.sendto(b'x', ('{SERVER_V4[0]}', 9999)); s.close()"
+subprocess.run(["ip", "netns", "exec", "{lab.ns('cli')}", sys.executable, "-c", send], check=True)
+time.sleep(0.5)
+nat.refresh()                                                    # overrun: the whole table again
+wan = socket.inet_aton("{GATEWAY_WAN_V4[0]}")
+mapped = {{(socket.inet_ntoa(a[:4]), p) for k, (a, p) in nat.hosts.items() if k[8:12] == wan}}
+print(nat.resyncs, len(mapped), ("{CLIENT_V4[0]}", 20000) in mapped)
+"""
+    try:
+        out = lab.run("gw", sys.executable, "-c", script, timeout=60).stdout.split()
+    finally:
+        lab.run("gw", "nft", "delete table ip ab_ct")
+    resyncs, mapped, first = out
+    assert resyncs == "2"
+    assert int(mapped) == 300 and first == "True"
+

@@ -211,6 +211,7 @@ class Translator:
         self.source = source
         self.hosts: dict[bytes, tuple[bytes, int]] = {}    # wire key -> (LAN address, port)
         self.resyncs = 0
+        self.translated = 0     # flows of the last table under their LAN host
         # Every flow id already looked up (sorted: the last table's), whether it was
         # translated, and, where any was, that table's keys as translated (bytes).
         self._seen = np.zeros(0, dtype=np.uint64)
@@ -270,6 +271,7 @@ class Translator:
         translated = bool(self._found.any())
         if not self.hosts and not translated:          # nothing to look up, nothing looked up
             self._seen, self._valid, self._found = table.ids, np.ones(n, dtype=bool), np.zeros(n, dtype=bool)
+            self.translated = 0
             return table
         wire = np.ascontiguousarray(table.keys).view(np.uint8).reshape(n, -1)
         pos = np.minimum(np.searchsorted(self._seen, table.ids), max(len(self._seen) - 1, 0))
@@ -292,7 +294,8 @@ class Translator:
                                                       dtype=np.uint8).reshape(-1, 16)
                 keys[rows, _LAN_PORT] = np.array([p for _, (_, p) in hits], dtype="<u2").view(np.uint8).reshape(-1, 2)
         self._seen, self._valid, self._found, self._keys = table.ids, np.ones(n, dtype=bool), found, keys
-        if not found.any():
+        self.translated = int(found.sum())
+        if not self.translated:
             return table
         return dataclasses.replace(table, keys=keys.view(table.keys.dtype).reshape(n), wire_keys=table.keys)
 

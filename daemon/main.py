@@ -472,6 +472,12 @@ class Daemon:
             self._nat_error = str(exc)
         return self.nat.apply(table)
 
+    def _nat_state(self) -> dict[str, Any]:
+        if self.nat is None:
+            return {"following": False}
+        return {"following": True, "connections": len(self.nat.hosts), "flows": self.nat.translated,
+                "resyncs": self.nat.resyncs, "error": self._nat_error or None}
+
     def _drain_events(self) -> None:
         from .events import decode_all
 
@@ -572,7 +578,8 @@ class Daemon:
                        "tick_realtime": self.tick_realtime,
                        "ticks": self.ticks,
                        "controller_ms": round(self.controller_ms, 3), "phases_ms": self.phases_ms,
-                       "controller_steps_ms": self.steps_ms},
+                       "controller_steps_ms": self.steps_ms,
+                       "nat": self._nat_state()},
             "interfaces": self.interfaces(),
             "link_changes": self.link_changes[-10:],
             "totals": self.table.totals() if self.table is not None else {},

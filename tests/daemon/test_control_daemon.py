@@ -160,6 +160,9 @@ def test_a_masqueraded_flow_counts_under_the_lan_host_behind_the_gateway(running
                                   if h["host"] == CLIENT_V4[0] and h["day_up"] > 3_000_000})
         assert hosts, client.call("usage")
         assert GATEWAY_WAN_V4[0] not in {h["host"] for h in client.call("usage")["hosts"]}
+        nat_state = client.call("status")["daemon"]["nat"]
+        assert nat_state["following"] and nat_state["connections"] >= 1 and nat_state["resyncs"] == 1
+        assert nat_state["error"] is None
 
 
 def test_a_port_forwarded_flow_counts_under_the_lan_host_it_reaches(running, nat):

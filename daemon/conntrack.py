@@ -49,6 +49,7 @@ PORT_PROTOCOLS = frozenset({socket.IPPROTO_TCP, socket.IPPROTO_UDP, 33, 132, 136
 _NLMSGHDR = struct.Struct("=IHHII")     # len, type, flags, seq, pid
 _NFGENMSG = struct.Struct("=BBH")       # family, version, res_id (big-endian)
 _NLATTR = struct.Struct("=HH")          # len, type
+_PORT = struct.Struct(">H")
 _FAMILY = {socket.AF_INET: 4, socket.AF_INET6: 6}
 
 
@@ -74,32 +75,34 @@ class Event:
     connection: Connection | None = None
 
 
-def _attrs(buffer: bytes, start: int, end: int) -> dict[int, bytes]:
+def _attrs(buffer: bytes, start: int, end: int) -> dict[int, tuple[int, int]]:
+    """Attribute type -> (start, end) of its payload in `buffer`, between start and end."""
     out = {}
-    while start + _NLATTR.size <= end:
+    while start + 4 <= end:
         length, kind = _NLATTR.unpack_from(buffer, start)
-        if length < _NLATTR.size or start + length > end:
+        if length < 4 or start + length > end:
             break
-        out[kind & NLA_TYPE_MASK] = buffer[start + _NLATTR.size: start + length]
+        out[kind & NLA_TYPE_MASK] = (start + 4, start + length)
         start += (length + 3) & ~3
     return out
 
 
-def _tuple(raw: bytes) -> tuple[int, Tuple] | None:
-    parts = _attrs(raw, 0, len(raw))
-    ip = _attrs(parts.get(CTA_TUPLE_IP, b""), 0, len(parts.get(CTA_TUPLE_IP, b"")))
-    proto = _attrs(parts.get(CTA_TUPLE_PROTO, b""), 0, len(parts.get(CTA_TUPLE_PROTO, b"")))
-    if CTA_PROTO_NUM not in proto or CTA_PROTO_SRC_PORT not in proto or CTA_PROTO_DST_PORT not in proto:
+def _tuple(buffer: bytes, span: tuple[int, int] | None) -> tuple[int, Tuple] | None:
+    if span is None:
         return None
-    if CTA_IP_V4_SRC in ip and CTA_IP_V4_DST in ip:
-        src, dst = ip[CTA_IP_V4_SRC], ip[CTA_IP_V4_DST]
-    elif CTA_IP_V6_SRC in ip and CTA_IP_V6_DST in ip:
-        src, dst = ip[CTA_IP_V6_SRC], ip[CTA_IP_V6_DST]
-    else:
+    parts = _attrs(buffer, *span)
+    ip = _attrs(buffer, *parts[CTA_TUPLE_IP]) if CTA_TUPLE_IP in parts else {}
+    proto = _attrs(buffer, *parts[CTA_TUPLE_PROTO]) if CTA_TUPLE_PROTO in parts else {}
+    number, sport, dport = proto.get(CTA_PROTO_NUM), proto.get(CTA_PROTO_SRC_PORT), proto.get(CTA_PROTO_DST_PORT)
+    if number is None or sport is None or dport is None or sport[1] - sport[0] < 2 or dport[1] - dport[0] < 2:
         return None
-    (sport,), (dport,) = struct.unpack(">H", proto[CTA_PROTO_SRC_PORT][:2]), \
-        struct.unpack(">H", proto[CTA_PROTO_DST_PORT][:2])
-    return proto[CTA_PROTO_NUM][0], Tuple(src, dst, sport, dport)
+    src, dst = ip.get(CTA_IP_V4_SRC), ip.get(CTA_IP_V4_DST)
+    if src is None or dst is None:
+        src, dst = ip.get(CTA_IP_V6_SRC), ip.get(CTA_IP_V6_DST)
+        if src is None or dst is None:
+            return None
+    return buffer[number[0]], Tuple(buffer[src[0]:src[1]], buffer[dst[0]:dst[1]],
+                                    _PORT.unpack_from(buffer, sport[0])[0], _PORT.unpack_from(buffer, dport[0])[0])
 
 
 def parse(buffer: bytes) -> tuple[list[Event], bool]:
@@ -122,8 +125,7 @@ def parse(buffer: bytes) -> tuple[list[Event], bool]:
             body = offset + _NLMSGHDR.size
             family = _FAMILY.get(_NFGENMSG.unpack_from(buffer, body)[0]) if body + 4 <= offset + length else None
             attrs = _attrs(buffer, body + _NFGENMSG.size, offset + length)
-            orig = _tuple(attrs[CTA_TUPLE_ORIG]) if CTA_TUPLE_ORIG in attrs else None
-            reply = _tuple(attrs[CTA_TUPLE_REPLY]) if CTA_TUPLE_REPLY in attrs else None
+            orig, reply = _tuple(buffer, attrs.get(CTA_TUPLE_ORIG)), _tuple(buffer, attrs.get(CTA_TUPLE_REPLY))
             if family and orig and reply and orig[0] == reply[0] and orig[0] in PORT_PROTOCOLS:
                 events.append(Event("new" if kind & 0xFF == IPCTNL_MSG_CT_NEW else "destroy",
                                     Connection(family, orig[0], orig[1], reply[1])))

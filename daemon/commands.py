@@ -366,8 +366,9 @@ class Handlers:
         bps_up, bps_down = summed(table.bps[:, 0]), summed(table.bps[:, 1])
         weight = bps_up + bps_down if args.get("sort", "bytes") == "rate" else bytes_up + bytes_down
         order = np.argsort(-weight, kind="stable")[: args.get("limit", 100)]
-        hosts = [{"host": kstructs.address(int(unique[i]["family"]), unique[i]["addr"]),
-                  "flows": int(flows[i]), "bytes_up": int(bytes_up[i]), "bytes_down": int(bytes_down[i]),
+        own = getattr(self.p, "own_addresses", frozenset())
+        hosts = [{"host": (host := kstructs.address(int(unique[i]["family"]), unique[i]["addr"])),
+                  "gateway": host in own, "flows": int(flows[i]), "bytes_up": int(bytes_up[i]), "bytes_down": int(bytes_down[i]),
                   "bps_up": float(bps_up[i]), "bps_down": float(bps_down[i])} for i in order.tolist()]
         return {"window": "active flows", "count": n, "hosts": hosts, **self._periods(hosts)}
 

@@ -17,6 +17,7 @@ import argparse
 import faulthandler
 import functools
 import gc
+import ipaddress
 import logging
 import os
 import resource
@@ -79,6 +80,8 @@ class Daemon:
         self.links = None
         self.nat = None
         self._nat_error = ""
+        # The gateway's own addresses (usage marks them): read at start and every 10 ticks.
+        self.own_addresses: frozenset[str] = frozenset()
         self.datapath = None
         self.hooks = None
         self.shaper = None
@@ -379,6 +382,8 @@ class Daemon:
         marks = [started]
         if self.pending and self.ticks % 10 == 0:
             self._attach_pending()  # a safety net: link events normally do this at once
+        if self.ticks % 10 == 0:
+            self._read_own_addresses()
         self._drain_events()
         self._measure_cost()
         keys, values = self.datapath.sweep_flows()
@@ -471,6 +476,17 @@ class Daemon:
                 log.warning("conntrack: %s; new NATed flows show the gateway's address", exc)
             self._nat_error = str(exc)
         return self.nat.apply(table)
+
+    def _read_own_addresses(self) -> None:
+        from pyroute2 import IPRoute
+
+        try:
+            with IPRoute() as ipr:
+                # IFA_LOCAL where there is one: on a point-to-point link (PPPoE) IFA_ADDRESS is the peer's.
+                found = (a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS") for a in ipr.get_addr())
+                self.own_addresses = frozenset(str(ipaddress.ip_address(x)) for x in found if x)
+        except (OSError, ValueError) as exc:   # keep the last set; only the marking waits
+            log.warning("cannot read the gateway's addresses: %s", exc)
 
     def _nat_state(self) -> dict[str, Any]:
         if self.nat is None:

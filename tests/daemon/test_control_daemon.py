@@ -191,6 +191,21 @@ def test_a_port_forwarded_flow_counts_under_the_lan_host_it_reaches(running, nat
         sink.stdout.close()
 
 
+def test_the_gateways_own_traffic_is_marked_as_the_gateways_in_usage(running):
+    lab, daemon, _ = running
+    with daemon.client() as client:
+        lab.run("gw", sys.executable, str(TRAFFIC), "tcp", SERVER_V4[0], "--bytes", "1000000", timeout=30)
+        lab.run("cli", sys.executable, str(TRAFFIC), "tcp", SERVER_V4[0], "--bytes", "1000000", timeout=30)
+
+        def hosts():
+            found = {h["host"]: h for h in client.call("usage")["hosts"]}
+            return found if {GATEWAY_WAN_V4[0], CLIENT_V4[0]} <= set(found) else None
+        found = wait_for(hosts)
+        assert found is not None, client.call("usage")
+        assert found[GATEWAY_WAN_V4[0]]["gateway"] is True
+        assert found[CLIENT_V4[0]]["gateway"] is False
+
+
 def test_a_link_going_down_raises_an_alert_that_resolves_when_it_is_back(running):
     lab, daemon, _ = running
     with daemon.client() as client:

@@ -100,6 +100,18 @@ def test_flows_page_lists_flows_with_reasons_rtt_and_retransmissions(full_webui,
                            ".every(r => r.textContent.includes('voice'))")
 
 
+def test_usage_page_marks_the_gateways_own_address(full_webui, fake_daemon, page):
+    browser_login(page, full_webui.base_url, PASSWORD)
+    page.goto(full_webui.base_url + "/usage")
+    rows = page.locator("#usage tbody tr[data-host]")
+    rows.first.wait_for()
+    own, other = rows.nth(0).get_attribute("data-host"), rows.nth(1).get_attribute("data-host")
+    fake_daemon.provider.own_addresses = frozenset({own})
+    page.reload()
+    page.locator(f'#usage tbody tr[data-host="{own}"]', has_text="(gateway)").wait_for()
+    assert "(gateway)" not in page.locator(f'#usage tbody tr[data-host="{other}"]').inner_text()
+
+
 def test_an_mptcp_connection_expands_into_its_subflows_and_stays_open(full_webui, page):
     browser_login(page, full_webui.base_url, PASSWORD)
     page.goto(full_webui.base_url + "/flows")

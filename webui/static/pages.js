@@ -574,7 +574,7 @@
       $("usage-caption").textContent = count(reply.count) + " hosts with active flows" + (period ? "; " + period : "");
       AB.replaceBody($("usage"), (reply.hosts || []).map((h) => {
         const row = el("tr", { "data-host": h.host });
-        cell(row, h.host, "mono", "th").setAttribute("scope", "row");
+        cell(row, h.gateway ? h.host + " (gateway)" : h.host, "mono", "th").setAttribute("scope", "row");
         cell(row, count(h.flows), "num");
         cell(row, rate(h.bps_up), "num up");
         cell(row, rate(h.bps_down), "num down");

@@ -368,7 +368,8 @@ class Handlers:
         order = np.argsort(-weight, kind="stable")[: args.get("limit", 100)]
         own = getattr(self.p, "own_addresses", frozenset())
         hosts = [{"host": (host := kstructs.address(int(unique[i]["family"]), unique[i]["addr"])),
-                  "gateway": host in own, "flows": int(flows[i]), "bytes_up": int(bytes_up[i]), "bytes_down": int(bytes_down[i]),
+                  "gateway": host in own, "flows": int(flows[i]),
+                  "bytes_up": int(bytes_up[i]), "bytes_down": int(bytes_down[i]),
                   "bps_up": float(bps_up[i]), "bps_down": float(bps_down[i])} for i in order.tolist()]
         return {"window": "active flows", "count": n, "hosts": hosts, **self._periods(hosts)}
 

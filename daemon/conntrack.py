@@ -161,13 +161,14 @@ def wire_key(family: int, proto: int, lan: bytes, lan_port: int, remote: bytes, 
 class Conntrack:
     """conntrack's NEW and DESTROY events, and dumps of every connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, receive_buffer: int = 8 << 20) -> None:
+        """receive_buffer: bytes of events the socket holds (room for a burst between two ticks)."""
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK
                                    | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
-        try:   # room for a burst of new connections between two ticks
-            self._sock.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)     # SO_RCVBUFFORCE
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, 33, receive_buffer)     # SO_RCVBUFFORCE
         except OSError:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         self._sock.bind((0, (1 << (NFNLGRP_CONNTRACK_NEW - 1)) | (1 << (NFNLGRP_CONNTRACK_DESTROY - 1))))
 
     def fileno(self) -> int:

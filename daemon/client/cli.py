@@ -190,8 +190,8 @@ def show_alerts(reply: dict[str, Any]) -> str:
 
 
 def show_usage(reply: dict[str, Any]) -> str:
-    rows = [[h["host"] + (" (gateway)" if h.get("gateway") else ""), h["flows"], _bytes(h["bytes_up"]), _bytes(h["bytes_down"]), _rate(h["bps_up"]),
-             _rate(h["bps_down"])] for h in reply["hosts"]]
+    rows = [[h["host"] + (" (gateway)" if h.get("gateway") else ""), h["flows"], _bytes(h["bytes_up"]),
+             _bytes(h["bytes_down"]), _rate(h["bps_up"]), _rate(h["bps_down"])] for h in reply["hosts"]]
     return _table(["host", "flows", "sent", "received", "up", "down"], rows) + f"\n(over {reply['window']})"
 
 

@@ -123,16 +123,17 @@ def test_translated_flows_take_their_lan_host_and_keep_their_wire_key():
 def test_the_kernels_events_and_dumps_and_a_resync_after_an_overrun(lab):
     lab.run("gw", "nft", 'add table ip ab_ct; add chain ip ab_ct post { type nat hook postrouting priority srcnat; }; '
             'add rule ip ab_ct post oifname "wan0" masquerade')
+    # 300 UDP "connections" from the client, one per source port.
+    send = ("import socket\nfor port in range(20000, 20300):\n"
+            "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            f"    s.bind(('', port)); s.sendto(b'x', ('{SERVER_V4[0]}', 9999)); s.close()\n")
     # Conntrack lives in the gateway's namespace: the test's Python runs there.
     script = f"""
 import socket, subprocess, sys, time
 from anabranch.daemon.conntrack import Conntrack, Translator
-ct = Conntrack()
-ct._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)     # the kernel's minimum: overrun at once
-nat = Translator(ct)
+nat = Translator(Conntrack(receive_buffer=1))                   # the kernel's minimum: overrun at once
 nat.refresh()                                                    # the start: a dump
-send = "import socket\\nfor p in range(20000, 20300):\\n s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\\n s.bind(('', p)); s.sendto(b'x', ('{SERVER_V4[0]}', 9999)); s.close()"
-subprocess.run(["ip", "netns", "exec", "{lab.ns('cli')}", sys.executable, "-c", send], check=True)
+subprocess.run(["ip", "netns", "exec", "{lab.ns('cli')}", sys.executable, "-c", {send!r}], check=True)
 time.sleep(0.5)
 nat.refresh()                                                    # overrun: the whole table again
 wan = socket.inet_aton("{GATEWAY_WAN_V4[0]}")

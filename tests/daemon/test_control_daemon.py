@@ -1,5 +1,6 @@
 """The controller in the real daemon on the lab gateway: MPTCP connections with both
-subflows, the controller's classes reaching the kernel, link alerts, the history database."""
+subflows, the controller's classes reaching the kernel, NATed flows under their LAN
+hosts, link alerts, the history database."""
 
 from __future__ import annotations
 

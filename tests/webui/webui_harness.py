@@ -96,7 +96,7 @@ def sample_flow(n: int, seq: int = 0) -> dict[str, Any]:
     tcp = proto == "tcp"
     return {
         "id": f"{n:016x}", "iface": "wan0" if n % 3 else "wan1", "proto": proto_family,
-        "family": family, "src": src, "sport": sport, "dst": dst, "dport": dport,
+        "family": family, "src": src, "sport": sport, "dst": dst, "dport": dport, "nat": None,
         "packets_up": 40 * (seq + 1) + n, "packets_down": 90 * (seq + 1) + n,
         "bytes_up": int(bps_up) // 8 * (seq + 1), "bytes_down": int(bps_down) // 8 * (seq + 1),
         "bps_up": bps_up, "bps_down": bps_down,
@@ -125,7 +125,8 @@ def sample_state(seq: int, ts: float, flows: list[dict[str, Any]], tick_ms: int)
                    "controller_ms": 0.8,
                    "phases_ms": {"sweep": 0.4, "controller": 0.8, "shaping": 0.9, "publish": 0.4, "gc": 0.0},
                    "controller_steps_ms": {"classify": 0.3, "mptcp": 0.1, "paths": 0.1, "usage": 0.05,
-                                           "alerts": 0.02, "history": 0.1, "kernel_maps": 0.03, "predict": 0.1}},
+                                           "alerts": 0.02, "history": 0.1, "kernel_maps": 0.03, "predict": 0.1},
+                   "nat": {"following": True, "connections": 0, "flows": 0, "resyncs": 1, "error": None}},
         "interfaces": [iface("wan0", 2, "wan", 2 / 3, 50, 200), iface("wan1", 3, "wan", 1 / 3, 20, 100),
                        iface("lan0", 4, "lan", 1.0, None, None)],
         "link_changes": [],

@@ -224,6 +224,8 @@ class Translator:
         # Wire keys of connections new since the last apply: a flow the datapath
         # still has under one of them (NAT reused a port) is looked up again.
         self._renewed: list[bytes] = []
+        # Flows of the last apply that were looked up again for that reason (their records change).
+        self.relooked = np.zeros(0, dtype=np.uint64)
         self._stale = True
 
     def learn(self, events: list[Event]) -> None:
@@ -267,6 +269,7 @@ class Translator:
         A flow is looked up once, at the first sweep that has it (call `refresh`
         after the sweep): conntrack reports a connection before its first packet
         leaves the gateway, so its mapping is known by then."""
+        self.relooked = self.relooked[:0]
         if self._renewed:
             self._forget(self._renewed, np.unique(table.keys["ifindex"]))
             self._renewed = []
@@ -312,7 +315,9 @@ class Translator:
         keys["ifindex"] = ports[:, None]
         ids = flow_ids(keys.ravel())
         pos = np.minimum(np.searchsorted(self._seen, ids), len(self._seen) - 1)
-        self._valid[pos[self._seen[pos] == ids]] = False
+        pos = pos[self._seen[pos] == ids]
+        self._valid[pos] = False
+        self.relooked = self._seen[pos]
 
     def close(self) -> None:
         if self.source is not None:

@@ -475,7 +475,10 @@ class Daemon:
             if str(exc) != self._nat_error:
                 log.warning("conntrack: %s; new NATed flows show the gateway's address", exc)
             self._nat_error = str(exc)
-        return self.nat.apply(table)
+        table = self.nat.apply(table)
+        if len(self.nat.relooked):
+            self.records.forget(self.nat.relooked)
+        return table
 
     def _read_own_addresses(self) -> None:
         from pyroute2 import IPRoute

@@ -1,8 +1,9 @@
 """Flow records for the API: table rows to msgpack-ready maps, the key-derived half cached per flow.
 
-A flow's addresses, ports, protocol, interface and first-seen time never change,
-and formatting them (inet_ntop, hex ids) is most of a record's cost; so they are
-built once per flow and only counters, rates and last-seen are filled per tick.
+A flow's addresses, ports, protocol, interface and first-seen time do not change
+(but where NAT hands a wire tuple to another LAN host: `forget`), and formatting
+them (inet_ntop, hex ids) is most of a record's cost; so they are built once per
+flow and only counters, rates and last-seen are filled per tick.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ class FlowRecords:
 
     def __init__(self) -> None:
         self._fixed: dict[int, dict[str, Any]] = {}
+
+    def forget(self, ids: np.ndarray) -> None:
+        """Build these flows' fixed fields again (NAT gave their wire tuple to another LAN host)."""
+        for flow_id in ids.tolist():
+            self._fixed.pop(flow_id, None)
 
     def build(self, table, rows: np.ndarray, iface_names: dict[int, str],
               epoch_offset_s: float) -> list[dict[str, Any]]:

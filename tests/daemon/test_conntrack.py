@@ -18,6 +18,7 @@ from anabranch.daemon.conntrack import (
     CTA_PROTO_SRC_PORT, CTA_TUPLE_IP, CTA_TUPLE_ORIG, CTA_TUPLE_PROTO, CTA_TUPLE_REPLY, IPCTNL_MSG_CT_DELETE,
     IPCTNL_MSG_CT_NEW, NFNL_SUBSYS_CTNETLINK, NLMSG_DONE, Connection, Conntrack, Event, Translator, Tuple,
     parse, wire_key, wire_mappings)
+from anabranch.daemon.records import FlowRecords
 
 NESTED = 0x8000
 
@@ -108,10 +109,16 @@ def test_translated_flows_take_their_lan_host_and_keep_their_wire_key():
     # NAT gives that port to another LAN host, under the same wire key: the flow follows it.
     other = (("192.168.1.11", REMOTE, 51000, 443), MASQUERADED[1])
     nat.learn(parse(message(IPCTNL_MSG_CT_NEW, *other))[0])
-    moved = nat.apply(t)
+    records = FlowRecords()
     row = int(np.flatnonzero(t.keys["lan_port"] == 40112)[0])
+    assert records.build(out, np.array([row]), {}, 0.0)[0]["src"] == LAN
+    moved = nat.apply(t)
     assert bytes(moved.keys["lan_addr"][row][:4]) == ip("192.168.1.11")
     assert (np.delete(moved.keys, row) == np.delete(out.keys, row)).all()
+    assert nat.relooked.tolist() == [int(t.ids[row])]      # its record is built again
+    records.forget(nat.relooked)
+    assert records.build(moved, np.array([row]), {}, 0.0)[0]["src"] == "192.168.1.11"
+    assert len(nat.apply(t).keys) and not len(nat.relooked)
     # A table with no translated flow is passed through as it is.
     rest = table(specs[1:])
     assert nat.apply(rest) is rest and rest.kernel_keys() is rest.keys

@@ -1,4 +1,4 @@
-"""Watch the kernel's link events (netlink RTMGRP_LINK) instead of polling interfaces.
+"""Watch the kernel's link and address events (netlink) instead of polling interfaces.
 
 The daemon polls this watcher's socket together with its ZeroMQ sockets, so an
 interface that is created, deleted, renamed or set up/down is handled within
@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-RTMGRP_LINK = 0x1
-RTM_NEWLINK = 16
-RTM_DELLINK = 17
+RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100
+RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR = 16, 17, 20, 21
 IFLA_IFNAME = 3
 IFLA_OPERSTATE = 16
 IF_OPER_UNKNOWN, IF_OPER_UP = 0, 6
@@ -31,7 +30,8 @@ _RTATTR = struct.Struct("=HH")          # len, type
 
 @dataclass(frozen=True)
 class LinkEvent:
-    kind: str        # "new" (created, renamed or changed state), "del", or "resync"
+    kind: str        # "new" (created, renamed or changed state), "del", "addr" (an address
+                     # added or removed on ifindex), or "resync"
     ifindex: int
     name: str
     oper_up: bool
@@ -44,7 +44,11 @@ def parse(buffer: bytes) -> list[LinkEvent]:
         length, kind, _, _, _ = _NLMSGHDR.unpack_from(buffer, offset)
         if length < _NLMSGHDR.size or offset + length > len(buffer):
             break
-        if kind in (RTM_NEWLINK, RTM_DELLINK):
+        if kind in (RTM_NEWADDR, RTM_DELADDR) and offset + _NLMSGHDR.size + 8 <= offset + length:
+            # struct ifaddrmsg: family, prefixlen, flags, scope, index.
+            (ifindex,) = struct.unpack_from("=I", buffer, offset + _NLMSGHDR.size + 4)
+            events.append(LinkEvent("addr", ifindex, "", True))
+        elif kind in (RTM_NEWLINK, RTM_DELLINK):
             body = offset + _NLMSGHDR.size
             _, _, ifindex, _, _ = _IFINFOMSG.unpack_from(buffer, body)
             name, oper = "", IF_OPER_UNKNOWN
@@ -70,7 +74,7 @@ class LinkWatcher:
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK
                                    | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        self._sock.bind((0, RTMGRP_LINK))
+        self._sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
 
     def fileno(self) -> int:
         return self._sock.fileno()

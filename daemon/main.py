@@ -80,7 +80,7 @@ class Daemon:
         self.links = None
         self.nat = None
         self._nat_error = ""
-        # The gateway's own addresses (usage marks them): read at start and every 10 ticks.
+        # The gateway's own addresses (usage marks them): read at start and on address events.
         self.own_addresses: frozenset[str] = frozenset()
         self.datapath = None
         self.hooks = None
@@ -141,12 +141,16 @@ class Daemon:
         from .links import LinkWatcher
         self.links = LinkWatcher()
         self.server.watch_fd(self.links.fileno(), self._on_link_events)
+        self._read_own_addresses()
         if self.config.daemon.follow_nat:
             from .conntrack import Conntrack, Translator
             try:
                 self.nat = Translator(Conntrack())
             except OSError as exc:   # a kernel without ctnetlink: flows keep the WAN's view
                 log.warning("conntrack: %s; NATed flows will show the gateway's address", exc)
+            else:
+                # Events are taken as they come, between ticks: the tick only takes the rest.
+                self.server.watch_fd(self.nat.source.fileno(), self._follow_nat)
         self.pending = [iface.name for iface in self.config.interfaces]
         self._attach_pending()
         self._start_shaping(runtime)
@@ -242,9 +246,14 @@ class Daemon:
 
     def _on_link_events(self) -> None:
         configured = {iface.name for iface in self.config.interfaces}
-        for event in self.links.read():
+        events = self.links.read()
+        if any(event.kind in ("addr", "resync") for event in events):
+            self._read_own_addresses()
+        for event in events:
             if event.kind == "resync":
                 self._resync_links()
+                continue
+            if event.kind == "addr":
                 continue
             ours = self.iface_names.get(event.ifindex)
             if event.kind == "del":
@@ -382,8 +391,6 @@ class Daemon:
         marks = [started]
         if self.pending and self.ticks % 10 == 0:
             self._attach_pending()  # a safety net: link events normally do this at once
-        if self.ticks % 10 == 0:
-            self._read_own_addresses()
         self._drain_events()
         self._measure_cost()
         keys, values = self.datapath.sweep_flows()
@@ -391,7 +398,7 @@ class Daemon:
         self.table = self.rates.update(keys, values, now_ns)
         idle = self.table.idle(int(self.config.daemon.idle_timeout_s * 1e9))
         if idle.any():
-            self.datapath.delete_flows(self.table.keys[idle])
+            self.datapath.delete_flows(self.table.kernel_keys()[idle])
         self.table = self._translate(self.table)
         marks.append(time.perf_counter())
         self._control()
@@ -466,6 +473,13 @@ class Daemon:
         """The table with NATed flows under their LAN hosts (after the sweep: see Translator.apply)."""
         if self.nat is None:
             return table
+        self._follow_nat()
+        table = self.nat.apply(table)
+        if len(self.nat.relooked):
+            self.records.forget(self.nat.relooked)
+        return table
+
+    def _follow_nat(self) -> None:
         try:
             self.nat.refresh()
             if self._nat_error:
@@ -475,10 +489,6 @@ class Daemon:
             if str(exc) != self._nat_error:
                 log.warning("conntrack: %s; new NATed flows show the gateway's address", exc)
             self._nat_error = str(exc)
-        table = self.nat.apply(table)
-        if len(self.nat.relooked):
-            self.records.forget(self.nat.relooked)
-        return table
 
     def _read_own_addresses(self) -> None:
         from pyroute2 import IPRoute

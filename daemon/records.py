@@ -87,10 +87,11 @@ class FlowRecords:
         if table.wire_keys is not None:
             # Translated by the gateway (daemon/conntrack.py): the address and port the WAN sees.
             wire = table.wire_keys[rows]
-            for i in np.flatnonzero((wire["lan_addr"] != keys["lan_addr"]).any(axis=1)
-                                    | (wire["lan_port"] != keys["lan_port"])).tolist():
-                nat[i] = {"src": kstructs.address(int(family[i]), wire["lan_addr"][i]),
-                          "sport": int(wire["lan_port"][i])}
+            moved = np.flatnonzero((wire["lan_addr"] != keys["lan_addr"]).any(axis=1)
+                                   | (wire["lan_port"] != keys["lan_port"]))
+            for i, seen, port in zip(moved.tolist(), addresses(family[moved], wire["lan_addr"][moved]),
+                                     wire["lan_port"][moved].tolist()):
+                nat[i] = {"src": seen, "sport": port}
         for i, flow_id in enumerate(table.ids[rows].tolist()):
             self._fixed[flow_id] = {
                 "id": f"{flow_id:016x}",

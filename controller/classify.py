@@ -22,8 +22,8 @@ import numpy as np
 
 from . import options as opt
 from .events import PayloadSnippet
-from .features import FlowExtras, match_previous
-from .flows import DOWN, UP, FlowTable, flow_ids
+from .features import FlowExtras
+from .flows import DOWN, UP, FlowTable, flow_ids, locate
 from .hostnames import HostNames, payload_signature
 
 CLASSES = ("voice", "video", "interactive", "file", "background")
@@ -388,7 +388,7 @@ class Classifier:
         n = len(table)
         keys = table.keys
         ids = table.ids
-        pos, known = match_previous(self._prev_ids, ids)
+        pos, known = locate(self._prev_ids, ids)
         fresh = np.flatnonzero(~known)
         if self.hosts.by_address and len(fresh):
             family = keys["family"][fresh]
@@ -406,7 +406,7 @@ class Classifier:
         # Column-major: each host rule reads one contiguous column.
         host_match = None
         if len(self._named_ids) and n:
-            npos, named = match_previous(self._named_ids, ids)
+            npos, named = locate(self._named_ids, ids)
             if named.any():
                 host_match = np.zeros((n, len(self._host_rules)), dtype=bool, order="F")
                 host_match[named] = self._named_match[npos[named]]
@@ -519,7 +519,7 @@ class Classifier:
         ids = table.ids[rows]
         # A flow keeps the class a heuristic once gave it: classes must not flap.
         if len(self._sticky_ids):
-            spos, is_sticky = match_previous(self._sticky_ids, ids)
+            spos, is_sticky = locate(self._sticky_ids, ids)
             class_index[rows[is_sticky]] = self._sticky_class[spos[is_sticky]]
             reason_index[rows[is_sticky]] = self._sticky_reason[spos[is_sticky]]
             rows = rows[~is_sticky]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .flows import FlowTable
+from .flows import FlowTable, locate
 
 
 @dataclass
@@ -33,15 +33,6 @@ class FlowExtras:
                 raise ValueError(f"extras.{name}: has {len(value)} rows, the flow table {n}")
 
 
-def match_previous(prev_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each id, its row in the sorted `prev_ids` and whether it was there."""
-    if len(prev_ids) == 0 or len(ids) == 0:
-        return np.zeros(len(ids), dtype=np.int64), np.zeros(len(ids), dtype=bool)
-    pos = np.searchsorted(prev_ids, ids)
-    pos = np.minimum(pos, len(prev_ids) - 1)
-    return pos, prev_ids[pos] == ids
-
-
 class CounterDeltas:
     """Turns a monotonic per-flow counter into per-tick deltas (restarts count from zero)."""
 
@@ -53,7 +44,7 @@ class CounterDeltas:
         values = np.asarray(values)
         previous = np.zeros_like(values)
         if self._values is not None and self._values.shape[1:] == values.shape[1:]:
-            pos, known = match_previous(self._ids, ids)
+            pos, known = locate(self._ids, ids)
             previous[known] = self._values[pos[known]]
         restarted = values < previous
         previous[restarted] = 0
@@ -63,5 +54,5 @@ class CounterDeltas:
 
 def new_rows(prev_ids: np.ndarray, table: FlowTable) -> np.ndarray:
     """Mask of rows whose flow was not in the previous tick's table."""
-    _, known = match_previous(prev_ids, table.ids)
+    _, known = locate(prev_ids, table.ids)
     return ~known

@@ -40,6 +40,18 @@ def flow_ids(keys: np.ndarray) -> np.ndarray:
     return h
 
 
+def locate(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of `ids`, its row in the sorted `sorted_ids` and whether it is there.
+
+    Rows of ids that are absent are clipped into range (0 when `sorted_ids` is
+    empty), so they index safely and must be masked by the second array.
+    """
+    if len(sorted_ids) == 0 or len(ids) == 0:
+        return np.zeros(len(ids), dtype=np.int64), np.zeros(len(ids), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    return pos, sorted_ids[pos] == ids
+
+
 @dataclass
 class FlowTable:
     """One sweep with rates; arrays are aligned by row, sorted by `ids`."""
@@ -113,14 +125,11 @@ class FlowRates:
         prev = self._prev
         if prev is not None and len(ids):
             dt = max((now_ns - prev.now_ns) / 1e9, 1e-3)
-            pos = np.searchsorted(prev.ids, ids)
-            pos_clipped = np.minimum(pos, max(len(prev.ids) - 1, 0))
-            known = (pos < len(prev.ids)) & (prev.ids[pos_clipped] == ids) if len(prev.ids) else \
-                np.zeros(len(ids), dtype=bool)
+            pos, known = locate(prev.ids, ids)
             prev_packets = np.zeros_like(packets)
             prev_octets = np.zeros_like(octets)
-            prev_packets[known] = prev.packets[pos_clipped[known]]
-            prev_octets[known] = prev.bytes[pos_clipped[known]]
+            prev_packets[known] = prev.packets[pos[known]]
+            prev_octets[known] = prev.bytes[pos[known]]
             # A flow evicted and re-created between sweeps restarts its counters:
             # treat a decrease as a fresh start rather than a huge wrap-around.
             restarted = (packets < prev_packets).any(axis=1) | (octets < prev_octets).any(axis=1)

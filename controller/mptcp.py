@@ -16,8 +16,8 @@ import numpy as np
 from . import options as opt
 from .classify import CLASSES
 from .events import FlowEnd, MpCapable, MpFastClose, MpJoin, MpTcpRst, NewFlow
-from .features import FlowExtras, match_previous
-from .flows import DOWN, UP, FlowTable
+from .features import FlowExtras
+from .flows import DOWN, UP, FlowTable, locate
 
 
 def key_token(key: int, version: int) -> int:
@@ -202,7 +202,7 @@ class MptcpTracker:
         rows_of = np.full(0, 0)
         inherit: dict[int, str] = {}
         if len(self._sub_ids) and len(table):
-            pos, present = match_previous(table.ids, self._sub_ids)
+            pos, present = locate(table.ids, self._sub_ids)
             rows_of = np.where(present, pos, -1)
             self._refresh(table, extras, rows_of)
             if class_index is not None:

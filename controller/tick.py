@@ -17,7 +17,7 @@ from . import options as opt
 from .alerts import AlertChanges, AlertOptions, Alerting
 from .classify import CLASS_INDEX, CLASSES, Classification, Classifier, ClassifyOptions, Policy
 from .features import CounterDeltas, FlowExtras
-from .flows import DOWN, UP, FlowTable
+from .flows import DOWN, UP, FlowTable, locate
 from .history import History, Point, open_alerts
 from .mptcp import MptcpOptions, MptcpResult, MptcpTracker
 from .paths import LinkSpec, PathMonitor, PathOptions, PathStats, recommend
@@ -190,8 +190,7 @@ class Controller:
                 c.reasons = c.reasons + [INHERITED]
             reason = c.reasons.index(INHERITED)
             ids = np.fromiter(result.mptcp.inherit.keys(), dtype=np.uint64)
-            pos = np.searchsorted(table.ids, ids)
-            ok = (pos < len(table)) & (table.ids[np.minimum(pos, len(table) - 1)] == ids)
+            pos, ok = locate(table.ids, ids)
             for row, fid in zip(pos[ok].tolist(), ids[ok].tolist()):
                 c.class_index[row] = CLASS_INDEX[result.mptcp.inherit[fid]]
                 c.reason_index[row] = reason

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import options as opt
 from .features import CounterDeltas
-from .flows import DOWN, UP, FlowTable, flow_ids
+from .flows import DOWN, UP, FlowTable, flow_ids, locate
 
 LEVELS = (90, 100)
 
@@ -133,9 +133,7 @@ class UsageMeter:
                 for i, a in enumerate(self.addresses)}
 
     def _rows_for(self, hids: np.ndarray, family: np.ndarray, raw: np.ndarray) -> np.ndarray:
-        pos = np.searchsorted(self._hids, hids)
-        found = (pos < len(self._hids)) & (self._hids[np.minimum(pos, max(len(self._hids) - 1, 0))] == hids) \
-            if len(self._hids) else np.zeros(len(hids), dtype=bool)
+        pos, found = locate(self._hids, hids)
         if not found.all():
             new = np.flatnonzero(~found)
             first_row = len(self.addresses)

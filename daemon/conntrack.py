@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from anabranch.controller.flows import FlowTable, flow_ids
+from anabranch.controller.flows import FlowTable, flow_ids, locate
 
 from . import kstructs
 
@@ -280,8 +280,9 @@ class Translator:
             self.translated = 0
             return table
         wire = np.ascontiguousarray(table.keys).view(np.uint8).reshape(n, -1)
-        pos = np.minimum(np.searchsorted(self._seen, table.ids), max(len(self._seen) - 1, 0))
-        known = (self._seen[pos] == table.ids) & self._valid[pos] if len(self._seen) else np.zeros(n, dtype=bool)
+        pos, known = locate(self._seen, table.ids)
+        if len(self._seen):
+            known &= self._valid[pos]
         fresh = np.flatnonzero(~known)
         if translated:   # whole rows: far cheaper than assigning into the key's fields
             keys = np.take(self._keys, pos, axis=0)
@@ -314,19 +315,11 @@ class Translator:
         keys.view(np.uint8).reshape(len(ports), len(wire), -1)[:, :, 4:] = raw
         keys["ifindex"] = ports[:, None]
         ids = flow_ids(keys.ravel())
-        pos = np.minimum(np.searchsorted(self._seen, ids), len(self._seen) - 1)
-        pos = pos[self._seen[pos] == ids]
+        pos, found = locate(self._seen, ids)
+        pos = pos[found]
         self._valid[pos] = False
         self.relooked = self._seen[pos]
 
     def close(self) -> None:
         if self.source is not None:
             self.source.close()
-
-
-def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
-    """values in sorted_set, elementwise."""
-    if not len(sorted_set):
-        return np.zeros(len(values), dtype=bool)
-    pos = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
-    return sorted_set[pos] == values

@@ -27,7 +27,7 @@ from anabranch.controller.alerts import METRICS, AlertOptions, AlertRule
 from anabranch.controller.classify import CLASSES, PROTOS, HostPattern, Rule
 from anabranch.controller.classify import Policy as RulePolicy
 from anabranch.controller.features import FlowExtras
-from anabranch.controller.flows import DOWN, UP, FlowTable
+from anabranch.controller.flows import DOWN, UP, FlowTable, locate
 from anabranch.controller.options import parse_port_range
 from anabranch.controller.paths import LinkSpec
 from anabranch.controller.tick import Controller, ControllerOptions, DatapathHealth, TickResult
@@ -273,9 +273,7 @@ class Control:
         if not self._corrected:
             return {}
         held = np.fromiter(self._corrected, dtype=np.uint64, count=len(self._corrected))
-        rows = np.searchsorted(table.ids, held)
-        live = (rows < len(table)) & (table.ids[np.minimum(rows, max(len(table) - 1, 0))] == held) \
-            if len(table) else np.zeros(len(held), dtype=bool)
+        rows, live = locate(table.ids, held)
         self._corrected = set(held[live].tolist())
         return {int(fid): CLASSES[int(c.class_index[row])] for fid, row in zip(held[live], rows[live])}
 
@@ -293,10 +291,8 @@ class Control:
                  if fid not in self._overrides or self._overrides[fid][1] != class_id]
         if fresh:
             ids = np.array(fresh, dtype=np.uint64)
-            rows = np.searchsorted(table.ids, ids)
-            for fid, row in zip(fresh, rows.tolist()):
-                if row >= len(table) or int(table.ids[row]) != fid:
-                    continue
+            rows, live = locate(table.ids, ids)
+            for fid, row in zip(ids[live].tolist(), rows[live].tolist()):
                 key = table.kernel_keys()[row].tobytes()
                 leaf = self.datapath.overrides.Leaf()
                 leaf.class_id = wanted[fid]

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from anabranch.controller.flows import locate
+
 from .commands import classes_view, links_view, mptcp_view, shaping_view
 
 SNAPSHOT_EVERY = 10
@@ -72,8 +74,7 @@ class Stream:
         active = table.bps[rows].sum(axis=1) > 0
 
         if len(self._ids):
-            pos = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
-            known = self._ids[pos] == ids
+            pos, known = locate(self._ids, ids)
             # A flow that was moving last tick and is idle now changed too: its rate fell to 0.
             changed = ~known | (self._signature[pos] != signature) | (known & self._active[pos])
         else:

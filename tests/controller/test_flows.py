@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from anabranch.controller.flows import DOWN, UP, FlowRates, flow_ids
+from anabranch.controller.flows import DOWN, UP, FlowRates, flow_ids, locate
 from anabranch.daemon import kstructs
 
 
@@ -24,6 +24,18 @@ def test_ids_are_stable_and_distinct():
     ids = flow_ids(keys)
     assert len(np.unique(ids)) == len(ids)
     assert np.array_equal(ids, flow_ids(keys.copy()))
+
+
+def test_locate_finds_present_ids_and_masks_absent_ones():
+    ids = np.array([3, 9, 20], dtype=np.uint64)
+    pos, found = locate(ids, np.array([20, 1, 9, 25, 3], dtype=np.uint64))
+    assert found.tolist() == [True, False, True, False, True]
+    assert pos[found].tolist() == [2, 1, 0]
+    assert ((pos >= 0) & (pos < len(ids))).all()      # absent ids still index safely
+    for empty_set, wanted in ((np.zeros(0, np.uint64), np.array([4], np.uint64)),
+                              (ids, np.zeros(0, np.uint64))):
+        pos, found = locate(empty_set, wanted)
+        assert len(pos) == len(wanted) and not found.any()
 
 
 def test_rates_come_from_deltas_between_sweeps():

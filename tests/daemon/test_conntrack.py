@@ -155,3 +155,34 @@ print(nat.resyncs, len(mapped), ("{CLIENT_V4[0]}", 20000) in mapped)
     assert resyncs == "2"
     assert int(mapped) == 300 and first == "True"
 
+
+
+@pytest.mark.root
+@pytest.mark.lab
+def test_the_kernel_passes_only_events_of_translated_connections(lab):
+    lab.run("gw", "nft", 'add table ip ab_ct; add chain ip ab_ct post { type nat hook postrouting priority srcnat; }; '
+            'add rule ip ab_ct post oifname "wan0" udp dport 9999 masquerade')
+    # 20 UDP "connections" the gateway masquerades and 20 it routes as they are.
+    send = ("import socket\nfor port in range(21000, 21020):\n"
+            "    for dport in (9999, 9998):\n"
+            "        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            f"        s.bind(('', port + dport - 9998)); s.sendto(b'x', ('{SERVER_V4[0]}', dport)); s.close()\n")
+    script = f"""
+import subprocess, sys, time
+from anabranch.daemon.conntrack import Conntrack, wire_mappings
+nat_only, every = Conntrack(), Conntrack(nat_only=False)
+subprocess.run(["ip", "netns", "exec", "{lab.ns('cli')}", sys.executable, "-c", {send!r}], check=True)
+time.sleep(0.5)
+a, b = nat_only.read(), every.read()
+new = [e for e in a if e.kind == "new"]
+print(nat_only.filtered, len(new), all(wire_mappings(e.connection) for e in new),
+      len([e for e in b if e.kind == "new" and e.connection.orig.dport in (9998, 9999)]))
+"""
+    try:
+        out = lab.run("gw", sys.executable, "-c", script, timeout=60).stdout.split()
+    finally:
+        lab.run("gw", "nft", "delete table ip ab_ct")
+    filtered, passed, all_translated, seen = out
+    assert filtered == "True"
+    assert seen == "40"                            # the unfiltered socket sees every connection
+    assert passed == "20" and all_translated == "True"

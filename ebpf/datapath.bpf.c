@@ -589,9 +589,10 @@ static __always_inline int lookup_port(__u8 proto, __u32 port, __u8 *class_id)
 
 /*
  * The class of a flow, most specific rule first: per-flow override, MPTCP
- * token (a joined subflow takes its connection's class), prefix (remote
- * address, then LAN address), port (the responder's port, then the opener's),
- * else the default class.
+ * token (a joined subflow takes its connection's class), prefix (of the
+ * remote address: prefix rules name remote ends, and LAN-side rules are the
+ * controller's), port (the responder's port, then the opener's), else the
+ * default class.
  */
 static __always_inline void classify(struct ab_flow *flow, struct ab_flow_key *key,
 				     struct ab_config *cfg)
@@ -617,8 +618,7 @@ static __always_inline void classify(struct ab_flow *flow, struct ab_flow_key *k
 			return;
 		}
 	}
-	if (lookup_prefix(key->family, key->remote_addr, &class_id) ||
-	    lookup_prefix(key->family, key->lan_addr, &class_id)) {
+	if (lookup_prefix(key->family, key->remote_addr, &class_id)) {
 		flow->class_id = class_id;
 		flow->class_reason = AB_REASON_PREFIX;
 		return;

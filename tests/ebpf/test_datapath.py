@@ -365,6 +365,23 @@ def test_prefix_rule_beats_port_and_override_beats_both(dp):
     assert result.frame[15] >> 2 == 8
 
 
+def test_prefix_rules_match_the_remote_address_only(dp):
+    """A prefix rule names remote ends (the controller's `prefixes`): one that also
+    covers the LAN host (10.0.0.0/8 on both sides of a corporate gateway) must not
+    class every flow of that host at its first packet."""
+    from anabranch.daemon import policy
+
+    rules = policy.Policy.default()
+    rules.prefix_rules = [policy.PrefixRule("background", "10.0.0.0/8")]
+    policy.write_policy(dp, rules)
+    up(dp, v4_tcp(dport=5060))                              # LAN 10.0.0.2 to 192.0.2.7: the port's class
+    up(dp, v4_tcp(sport=40001, dport=5060, dst="10.9.9.9"))   # to 10.9.9.9: the prefix's
+    keys, values = flows(dp)
+    by_remote = {bytes(k["remote_addr"][:4]): (v["class_id"], v["class_reason"]) for k, v in zip(keys, values)}
+    assert by_remote[bytes([192, 0, 2, 7])] == (1, 2)       # voice, by port
+    assert by_remote[bytes([10, 9, 9, 9])] == (5, 3)        # background, by prefix
+
+
 def test_joined_subflow_takes_its_connection_class_at_the_syn(dp):
     from anabranch.daemon import policy
 

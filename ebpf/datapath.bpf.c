@@ -887,13 +887,28 @@ static __always_inline struct ab_flow_slot *scan_set(__u32 base, struct ab_flow_
 	return NULL;
 }
 
+/*
+ * Which live flow a new one replaces when its sets are full, lowest first: any
+ * flow never answered (only its opener has sent: a scan, a flood, a SYN with
+ * no reply) before any answered one, as conntrack's early drop does, then the
+ * one idle longest.  A flood of new flows then replaces its own entries, not
+ * the established flows it would otherwise outlast.  The answer's packets are
+ * on another line of the slot; this runs only when both sets are full.
+ */
+static __always_inline __u64 eviction_rank(struct ab_flow_slot *slot)
+{
+	__u8 reply = (slot->flow.opened_by ^ 1) & 1;
+
+	return (slot->flow.dir[reply].packets ? 1ULL << 63 : 0) | slot->flow.last_seen_ns;
+}
+
 /* Where a new flow would go in the set starting at `base`: its first empty
- * slot, else the one idle longest (~0 when every slot is being claimed), in the
- * low 32 bits, and how many slots are empty in the high 32. */
+ * slot, else its live slot of the lowest eviction_rank (~0 when every slot is
+ * being claimed), in the low 32 bits, and how many slots are empty in the high 32. */
 static __always_inline __u64 set_victim(__u32 base, __u32 *index)
 {
 	__u32 victim = ~0U, empty = 0;
-	__u64 oldest = ~0ULL;
+	__u64 lowest = ~0ULL, rank;
 
 #pragma unroll
 	for (int way = 0; way < AB_FLOW_WAYS; way++) {
@@ -907,9 +922,9 @@ static __always_inline __u64 set_victim(__u32 base, __u32 *index)
 			if (!empty)
 				victim = base + way;
 			empty++;
-		} else if (state == AB_SLOT_LIVE && !empty && slot->flow.last_seen_ns < oldest) {
+		} else if (state == AB_SLOT_LIVE && !empty && (rank = eviction_rank(slot)) < lowest) {
 			victim = base + way;
-			oldest = slot->flow.last_seen_ns;
+			lowest = rank;
 		}
 	}
 	return ((__u64)empty << 32) | victim;
@@ -922,7 +937,8 @@ static __always_inline __u64 set_victim(__u32 base, __u32 *index)
  *
  * A flow may live in either of two sets (two hashes of its key): it is looked
  * for in the first, then the second, and a new flow takes an empty slot of the
- * set with more of them, else replaces the flow of the two sets idle longest.
+ * set with more of them, else replaces the flow of the two sets that ranks
+ * lowest (eviction_rank: never answered, then idle longest).
  * Two choices keep the sets level: at three quarters full, under 1 % of new
  * flows find both sets full (one set per key: 4.5 %).  A flow in the first way
  * of its first set, the usual case, costs one line to find.
@@ -960,7 +976,7 @@ static __always_inline struct ab_flow_slot *find_slot(struct ab_flow_key *key,
 		return found;
 	}
 	/* An empty slot of the set with more of them (the first when even), else
-	 * the slot of the two idle longest. */
+	 * the lower ranked of the two sets' victims. */
 	mine = set_victim(first, &index);
 	other = set_victim(second, &index);
 	victim = slot_at((__u32)mine, &index);
@@ -969,7 +985,7 @@ static __always_inline struct ab_flow_slot *find_slot(struct ab_flow_key *key,
 	} else if ((mine >> 32) == 0 && (other >> 32) == 0) {
 		struct ab_flow_slot *second_victim = slot_at((__u32)other, &index);
 
-		if (second_victim && second_victim->flow.last_seen_ns < victim->flow.last_seen_ns)
+		if (second_victim && eviction_rank(second_victim) < eviction_rank(victim))
 			victim = second_victim;
 	}
 	/* A slot of the second set may be claimed under another set's lock: the

@@ -26,10 +26,10 @@ TRAFFIC = REPO / "tests" / "lab" / "traffic.py"
 PORTS = {"wan0": "wan", "wan1": "wan", "lan0": "lan", "lan1": "lan"}
 MAP_SIZE = 4096
 FLOOD = 20_000  # short UDP flows per flood: five times the map
-# New flows per second.  A new flow in a full table takes the slot of the flow idle
-# longest among its two sets: a flow silent for longer than it takes to insert a
-# table's worth of new ones is evicted and counted afresh when it returns.  At
-# this rate the paced test stream (a burst every 65 ms) never is; at line rate it can be.
+# New flows per second.  A new flow in a full table takes the slot of a flow never
+# answered among its two sets (the flood's own: its datagrams get no reply), else of
+# the flow idle longest, so the established stream keeps its entry however slowly
+# it sends (before, a burst delayed longer than a table's worth of inserts lost it).
 FLOOD_RATE = 10_000
 
 

@@ -504,6 +504,47 @@ def test_a_full_table_replaces_the_flow_idle_longest():
         datapath.close()
 
 
+def test_a_full_table_replaces_a_flow_never_answered_before_an_answered_one():
+    """As conntrack's early drop: a new flow replaces one whose opener never got a
+    reply (a flood's) before an established one, even one idle longer."""
+    import numpy as np
+
+    from anabranch.daemon import kstructs, policy
+    from anabranch.daemon.datapath import BuildOptions, Datapath
+
+    datapath = Datapath(BuildOptions(flow_map_size=8, clock_from_skb=True, flow_seed=1))
+    try:
+        policy.write_policy(datapath, policy.Policy.default())
+        datapath.set_port(1, kstructs.ROLE_WAN, kstructs.PORT_COUNT | kstructs.PORT_MARK)
+        second = 1_000_000_000
+        up(datapath, v4_tcp(sport=31000), t=20 * second)
+        (slot,) = np.flatnonzero(datapath.slots["state"] == kstructs.SLOT_LIVE)
+        new_key = datapath.slots["key"][slot].copy()
+        first, other = kstructs.set_bases(new_key[None], 1, 8)[0]
+        datapath.clear_flows()
+        slots = datapath.slots
+        slots["key"]["lan_port"] = np.arange(8) + 30000
+        slots["flow"]["last_seen_ns"] = (np.arange(8) + 5) * second
+        # Every flow answered (the answer: the direction its opener did not send)...
+        slots["flow"]["opened_by"] = np.arange(8) % 2
+        slots["flow"]["dir"]["packets"][:, :] = 3
+        # ... but the newest of the other set, opened from the WAN and never answered;
+        # the one idle longest is answered.
+        unanswered = other + 3
+        slots["flow"]["opened_by"][unanswered] = kstructs.DIR_DOWN
+        slots["flow"]["dir"]["packets"][unanswered, kstructs.DIR_UP] = 0
+        slots["flow"]["last_seen_ns"][unanswered] = 19 * second
+        slots["flow"]["last_seen_ns"][first + 2] = second
+        slots["state"] = kstructs.SLOT_LIVE
+        before = slots.copy()
+        up(datapath, v4_tcp(sport=31000), t=20 * second)
+        assert slots["key"][unanswered] == new_key
+        others = np.arange(8) != unanswered
+        assert (slots[others] == before[others]).all()
+    finally:
+        datapath.close()
+
+
 def test_a_new_flow_meets_a_slot_another_cpu_is_claiming_for_it(dp):
     """Two CPUs meeting one new flow: the second finds the slot the first has
     claimed (zeroed and keyed, not yet live) and counts in it; while the first

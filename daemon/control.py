@@ -234,9 +234,12 @@ class Control:
     def kernel_policy(self, rules: RulePolicy) -> kpolicy.Policy:
         classes = [kpolicy.TrafficClass(name, CLASS_IDS[name], self.policy.classes.get(name, {}).get("dscp"))
                    for name in CLASSES]
-        ports = [kpolicy.PortRule(r.class_name, ((r.lo, r.hi),), PROTO_TEXT.get(r.proto, "any"))
+        # Each rule's place in the list is its rank: the kernel then takes the first
+        # match of the list, as the classifier does, from a flow's first packet.
+        ports = [kpolicy.PortRule(r.class_name, ((r.lo, r.hi),), PROTO_TEXT.get(r.proto, "any"), r.order)
                  for r in sorted(rules.port_rules, key=lambda r: r.order)]
-        prefixes = [kpolicy.PrefixRule(r.class_name, r.cidr) for r in sorted(rules.prefix_rules, key=lambda r: r.order)]
+        prefixes = [kpolicy.PrefixRule(r.class_name, r.cidr, r.order)
+                    for r in sorted(rules.prefix_rules, key=lambda r: r.order)]
         return kpolicy.Policy(classes=classes, port_rules=ports, prefix_rules=prefixes,
                               default_class=self.controller.classifier.options.default_class)
 
@@ -252,14 +255,13 @@ class Control:
     def _disagreements(self, table: FlowTable, result: TickResult) -> dict[int, str]:
         """Overrides for flows whose kernel verdict differs from the controller's.
 
-        The kernel's maps cannot say everything the rule list does: it tries prefixes
-        (remote, then LAN address) before ports, and the responder's port before the
-        opener's, where the controller takes the first rule in list order that matches
-        either.  So a flow decided by a port rule can be marked by a later prefix rule's
-        class.  Its verdict is read back from the flow map, counted only where it was
-        reached under the rules now in force (the flow's generation), and corrected by
-        an override, which stays while the flow lives: dropping it would send the flow
-        back to the verdict it corrected.
+        The kernel's maps take the rule list's first match of its port and prefix rules
+        (each rule's rank is its place in the list), so they agree with the controller
+        for the rules they hold; this is the safety net for the rest (rules past the
+        16-bit rank, a map write that failed).  A verdict is read back from the flow
+        map, counted only where it was reached under the rules now in force (the
+        flow's generation), and corrected by an override, which stays while the flow
+        lives: dropping it would send the flow back to the verdict it corrected.
         """
         values, c = table.values, result.classification
         if values is None or c is None or self._generation is None:

@@ -127,12 +127,15 @@ CLASS = _struct([("priority", "<u4", 0), ("dscp", "u1", 4), ("flags", "u1", 5),
                  ("reserved", "<u2", 6)], 8)
 
 PORT_CLASS = _struct([("tcp", "u1", 0), ("udp", "u1", 1), ("other", "u1", 2),
-                      ("reserved", "u1", 3)], 4)
+                      ("reserved", "u1", 3), ("tcp_rank", "<u2", 4), ("udp_rank", "<u2", 6),
+                      ("other_rank", "<u2", 8), ("reserved2", "<u2", 10)], 12)
 
 PREFIX_V4 = _struct([("prefixlen", "<u4", 0), ("addr", ("u1", 4), 4)], 8)
 PREFIX_V6 = _struct([("prefixlen", "<u4", 0), ("addr", ("u1", 16), 4)], 20)
 
-CLASS_RULE = _struct([("class_id", "u1", 0), ("reserved", ("u1", 3), 1)], 4)
+CLASS_RULE = _struct([("class_id", "u1", 0), ("reserved", "u1", 1), ("rank", "<u2", 2)], 4)
+# Ranks of rules in the kernel maps are 16 bits; later rules share the last.
+MAX_RANK = 0xFFFF
 
 EVENT_HEADER = _struct([
     ("event_type", "u1", 0), ("direction", "u1", 1), ("reserved", ("u1", 6), 2),

@@ -1,8 +1,8 @@
 """Write the datapath's policy maps from plain Python values: classes, rules, overrides.
 
 The kernel classifies a flow at its first packet from these maps (override, MPTCP
-token, prefix, port, default: most specific first) and marks it with its class's
-DSCP and HTB classid.  After any change the config map's policy generation is
+token, then of the prefix and port rules that match the one of lowest rank, else
+the default) and marks it with its class's DSCP and HTB classid.  After any change the config map's policy generation is
 bumped, so live flows re-evaluate their class on their next packet.
 
     policy = Policy.default()                      # ARCHITECTURE.md's class table
@@ -46,12 +46,14 @@ class PortRule:
     class_name: str
     ports: tuple[tuple[int, int], ...]   # inclusive ranges
     proto: str = "any"                    # "tcp", "udp" or "any"
+    rank: int = 0                         # place in the rule list: of the rules that match, lowest wins
 
 
 @dataclass(frozen=True)
 class PrefixRule:
     class_name: str
     prefix: str                           # "10.0.0.0/8", "2001:db8::/32"
+    rank: int = 0                         # as PortRule's; on a tie the prefix rule wins
 
 
 @dataclass
@@ -109,18 +111,47 @@ class Policy:
         self.class_id(self.default_class, "default_class")
 
     def port_table(self) -> np.ndarray:
-        """The port_classes array (65536 entries): first rule wins for a port."""
+        """The port_classes array (65536 entries): for each port and protocol, the class
+        and rank of the rule of lowest rank (the first listed of equals)."""
         table = np.zeros(65536, dtype=kstructs.PORT_CLASS)
-        for rule in reversed(self.port_rules):  # reversed: earlier rules overwrite later
-            class_id = self.class_id(rule.class_name)
+        ordered = sorted(enumerate(self.port_rules), key=lambda item: (item[1].rank, item[0]))
+        for _, rule in reversed(ordered):    # reversed: better rules overwrite worse ones
+            class_id, rank = self.class_id(rule.class_name), min(rule.rank, kstructs.MAX_RANK)
+            protos = {"tcp": ("tcp",), "udp": ("udp",), "any": ("tcp", "udp", "other")}[rule.proto]
             for low, high in rule.ports:
-                if rule.proto in ("tcp", "any"):
-                    table["tcp"][low:high + 1] = class_id
-                if rule.proto in ("udp", "any"):
-                    table["udp"][low:high + 1] = class_id
-                if rule.proto == "any":
-                    table["other"][low:high + 1] = class_id
+                for proto in protos:
+                    table[proto][low:high + 1] = class_id
+                    table[f"{proto}_rank"][low:high + 1] = rank
         return table
+
+    def prefix_entries(self) -> dict[tuple[int, int, bytes], tuple[int, int]]:
+        """(IP version, prefix length, network) -> (class id, rank) for the prefix tries.
+
+        The tries answer the longest prefix that matches; the rule list, the first
+        rule that matches.  So each prefix takes the best ranked rule of every
+        prefix that contains it (a /16 listed after its /8 answers with the /8's)."""
+        best: dict[tuple[int, int, bytes], tuple[int, int, int]] = {}    # -> (rank, index, class)
+        for index, rule in enumerate(self.prefix_rules):
+            network = ipaddress.ip_network(rule.prefix, strict=False)
+            entry = (network.version, network.prefixlen, network.network_address.packed)
+            candidate = (min(rule.rank, kstructs.MAX_RANK), index, self.class_id(rule.class_name))
+            if entry not in best or candidate < best[entry]:
+                best[entry] = candidate
+        lengths = {4: sorted({e[1] for e in best if e[0] == 4}), 6: sorted({e[1] for e in best if e[0] == 6})}
+        out = {}
+        for (version, length, packed), own in best.items():
+            chosen = own
+            address = int.from_bytes(packed, "big")
+            bits = 32 if version == 4 else 128
+            for shorter in lengths[version]:
+                if shorter >= length:
+                    break
+                masked = address & (((1 << shorter) - 1) << (bits - shorter))
+                outer = best.get((version, shorter, masked.to_bytes(bits // 8, "big")))
+                if outer is not None and outer < chosen:
+                    chosen = outer
+            out[(version, length, packed)] = (chosen[2], chosen[0])
+        return out
 
 
 def _update_array(bpf_map, values: np.ndarray, keys: np.ndarray | None = None) -> None:
@@ -157,7 +188,7 @@ class Written:
     a rule change then costs the entries it touches, not 65 536 ports and every prefix."""
 
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    prefixes: dict[tuple[int, int, bytes], int] = field(default_factory=dict)  # (version, len, net) -> class
+    prefixes: dict[tuple[int, int, bytes], tuple[int, int]] = field(default_factory=dict)  # -> (class, rank)
 
 
 def _write_array(bpf_map, name: str, values: np.ndarray, written: Written | None) -> None:
@@ -205,15 +236,11 @@ def write_policy(datapath, policy: Policy, written: Written | None = None) -> in
     _write_array(datapath.port_classes, "port_classes", policy.port_table(), written)
 
     tries = {4: datapath.prefixes_v4, 6: datapath.prefixes_v6}
-    wanted: dict[tuple[int, int, bytes], int] = {}
-    for rule in reversed(policy.prefix_rules):   # reversed: the first rule for a prefix wins
-        network = ipaddress.ip_network(rule.prefix, strict=False)
-        wanted[(network.version, network.prefixlen, network.network_address.packed)] = \
-            policy.class_id(rule.class_name)
+    wanted = policy.prefix_entries()
     if first:
         for trie in tries.values():
             trie.clear()
-        before: dict[tuple[int, int, bytes], int] = {}
+        before: dict[tuple[int, int, bytes], tuple[int, int]] = {}
     else:
         before = written.prefixes
     for entry in [e for e in before if e not in wanted]:
@@ -221,11 +248,12 @@ def write_policy(datapath, policy: Policy, written: Written | None = None) -> in
             del tries[entry[0]][_prefix_key(tries[entry[0]], entry[1], entry[2])]
         except KeyError:
             pass
-    for entry, class_id in wanted.items():
-        if before.get(entry) != class_id:
+    for entry, (class_id, rank) in wanted.items():
+        if before.get(entry) != (class_id, rank):
             trie = tries[entry[0]]
             leaf = trie.Leaf()
             leaf.class_id = class_id
+            leaf.rank = rank
             trie[_prefix_key(trie, entry[1], entry[2])] = leaf
     if written is not None:
         written.prefixes = wanted

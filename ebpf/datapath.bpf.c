@@ -545,14 +545,22 @@ static __always_inline void handle_mptcp_option(struct packet *pkt, __u8 *opts, 
 	events.ringbuf_submit(ev, 0);
 }
 
-static __always_inline int lookup_prefix(__u8 family, __u8 *addr, __u8 *class_id)
+/* The best rule so far: its class (0: none yet), rank (see struct
+ * ab_port_class) and AB_REASON_*. */
+struct match {
+	__u8  class_id;
+	__u8  reason;
+	__u16 rank;
+};
+
+static __always_inline void lookup_prefix(__u8 family, __u8 *addr, struct match *m)
 {
 	struct ab_class_rule *rule;
 	__u32 zero = 0;
 	struct prefix_keys *keys = scratch_prefix.lookup(&zero);
 
 	if (!keys)
-		return 0;
+		return;
 	if (family == AB_FAMILY_V4) {
 		keys->v4.prefixlen = 32;
 		__builtin_memcpy(keys->v4.addr, addr, 4);
@@ -562,43 +570,52 @@ static __always_inline int lookup_prefix(__u8 family, __u8 *addr, __u8 *class_id
 		__builtin_memcpy(keys->v6.addr, addr, 16);
 		rule = prefixes_v6.lookup(&keys->v6);
 	}
-	if (!rule || !rule->class_id)
-		return 0;
-	*class_id = rule->class_id;
-	return 1;
+	if (rule && rule->class_id) {
+		m->class_id = rule->class_id;
+		m->rank = rule->rank;
+		m->reason = AB_REASON_PREFIX;
+	}
 }
 
-static __always_inline int lookup_port(__u8 proto, __u32 port, __u8 *class_id)
+/* The port's rule, where it ranks before the match so far (ties keep that one). */
+static __always_inline void lookup_port(__u8 proto, __u32 port, struct match *m)
 {
 	struct ab_port_class *pc = port_classes.lookup(&port);
 	__u8 found;
+	__u16 rank;
 
 	if (!pc)
-		return 0;
-	if (proto == IPPROTO_TCP)
+		return;
+	if (proto == IPPROTO_TCP) {
 		found = pc->tcp;
-	else if (proto == IPPROTO_UDP)
+		rank = pc->tcp_rank;
+	} else if (proto == IPPROTO_UDP) {
 		found = pc->udp;
-	else
+		rank = pc->udp_rank;
+	} else {
 		found = pc->other;
-	if (!found)
-		return 0;
-	*class_id = found;
-	return 1;
+		rank = pc->other_rank;
+	}
+	if (found && (!m->class_id || rank < m->rank)) {
+		m->class_id = found;
+		m->rank = rank;
+		m->reason = AB_REASON_PORT;
+	}
 }
 
 /*
- * The class of a flow, most specific rule first: per-flow override, MPTCP
- * token (a joined subflow takes its connection's class), prefix (of the
- * remote address: prefix rules name remote ends, and LAN-side rules are the
- * controller's), port (the responder's port, then the opener's), else the
- * default class.
+ * The class of a flow: per-flow override, MPTCP token (a joined subflow
+ * takes its connection's class), else of the prefix rule of the remote address
+ * (prefix rules name remote ends; LAN-side rules are the controller's) and the
+ * port rules of its two ports, the one of lowest rank, as the controller's
+ * rule list takes its first match (on a tie: prefix, the responder's port,
+ * the opener's), else the default class.
  */
 static __always_inline void classify(struct ab_flow *flow, struct ab_flow_key *key,
 				     struct ab_config *cfg)
 {
 	struct ab_class_rule *rule;
-	__u8 class_id = 0;
+	struct match m = {};
 	__u32 first, second;
 
 	flow->policy_generation = cfg->policy_generation;
@@ -618,11 +635,7 @@ static __always_inline void classify(struct ab_flow *flow, struct ab_flow_key *k
 			return;
 		}
 	}
-	if (lookup_prefix(key->family, key->remote_addr, &class_id)) {
-		flow->class_id = class_id;
-		flow->class_reason = AB_REASON_PREFIX;
-		return;
-	}
+	lookup_prefix(key->family, key->remote_addr, &m);
 	if (flow->opened_by == AB_DIR_UP) {
 		first = key->remote_port;
 		second = key->lan_port;
@@ -630,10 +643,13 @@ static __always_inline void classify(struct ab_flow *flow, struct ab_flow_key *k
 		first = key->lan_port;
 		second = key->remote_port;
 	}
-	if (key->proto != IPPROTO_ICMP && key->proto != IPPROTO_ICMPV6 &&
-	    (lookup_port(key->proto, first, &class_id) || lookup_port(key->proto, second, &class_id))) {
-		flow->class_id = class_id;
-		flow->class_reason = AB_REASON_PORT;
+	if (key->proto != IPPROTO_ICMP && key->proto != IPPROTO_ICMPV6) {
+		lookup_port(key->proto, first, &m);
+		lookup_port(key->proto, second, &m);
+	}
+	if (m.class_id) {
+		flow->class_id = m.class_id;
+		flow->class_reason = m.reason;
 		return;
 	}
 	flow->class_id = cfg->default_class;

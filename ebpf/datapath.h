@@ -291,12 +291,19 @@ struct ab_class {
 };
 
 /* port_classes map, indexed by port number: the class of each port per
- * protocol (0 = no rule).  User space expands port ranges into it. */
+ * protocol (0 = no rule) and the rank of the rule that gave it (its place in
+ * the ordered rule list: of the prefix and port rules that match a flow, the
+ * lowest rank wins, as the controller's first match does).  User space expands
+ * port ranges into it. */
 struct ab_port_class {
-	__u8 tcp;
-	__u8 udp;
-	__u8 other; /* SCTP, DCCP, UDP-Lite: any protocol with ports */
-	__u8 reserved;
+	__u8  tcp;
+	__u8  udp;
+	__u8  other; /* SCTP, DCCP, UDP-Lite: any protocol with ports */
+	__u8  reserved;
+	__u16 tcp_rank;
+	__u16 udp_rank;
+	__u16 other_rank;
+	__u16 reserved2;
 };
 
 /* LPM trie keys: prefixlen first, as the kernel requires. */
@@ -312,8 +319,10 @@ struct ab_prefix_v6 {
 
 /* Value of the prefix, override and token maps. */
 struct ab_class_rule {
-	__u8 class_id;
-	__u8 reserved[3];
+	__u8  class_id;
+	__u8  reserved;
+	__u16 rank;   /* prefix rules: the rule's place in the ordered list (lowest wins
+	               * over a port rule too); overrides and tokens: unused */
 };
 
 /* LAN egress knows no flow (the key needs the WAN port the packet came in by);

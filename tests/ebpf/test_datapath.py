@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import pytest
@@ -380,6 +381,34 @@ def test_prefix_rules_match_the_remote_address_only(dp):
     by_remote = {bytes(k["remote_addr"][:4]): (v["class_id"], v["class_reason"]) for k, v in zip(keys, values)}
     assert by_remote[bytes([192, 0, 2, 7])] == (1, 2)       # voice, by port
     assert by_remote[bytes([10, 9, 9, 9])] == (5, 3)        # background, by prefix
+
+
+def test_of_the_prefix_and_port_rules_that_match_the_first_listed_wins(dp):
+    """The kernel takes the rule list's first match, as the controller does: ranks
+    order prefix and port rules together, the opener's port can outrank the
+    responder's, and a longer prefix listed after its shorter one answers with it."""
+    from anabranch.daemon import policy
+
+    def verdict(rules, frame):
+        written = policy.Policy.default()
+        written.port_rules, written.prefix_rules = rules
+        policy.write_policy(dp, written)
+        dp.clear_flows()
+        up(dp, frame)
+        _, values = flows(dp)
+        return int(values["class_id"][0]), int(values["class_reason"][0])
+
+    voice, background = policy.PortRule("voice", ((5060, 5062),)), policy.PrefixRule("background", "192.0.2.0/24")
+    call = v4_tcp(dport=5060)                                  # 10.0.0.2:40000 to 192.0.2.7:5060
+    assert verdict(([voice], [dataclasses.replace(background, rank=1)]), call) == (1, 2)   # voice, port
+    assert verdict(([dataclasses.replace(voice, rank=1)], [background]), call) == (5, 3)   # background, prefix
+    opener = policy.PortRule("file", ((40000, 40000),))        # the LAN host's (opener's) port, listed first
+    assert verdict(([opener, dataclasses.replace(voice, rank=1)], []), call) == (4, 2)
+    assert verdict(([dataclasses.replace(opener, rank=2), dataclasses.replace(voice, rank=1)], []), call) == (1, 2)
+    outer = policy.PrefixRule("video", "192.0.0.0/16")
+    inner = policy.PrefixRule("file", "192.0.2.0/24", rank=1)
+    assert verdict(([], [outer, inner]), call) == (2, 3)
+    assert verdict(([], [dataclasses.replace(outer, rank=2), inner]), call) == (4, 3)
 
 
 def test_joined_subflow_takes_its_connection_class_at_the_syn(dp):

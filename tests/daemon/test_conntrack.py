@@ -125,64 +125,60 @@ def test_translated_flows_take_their_lan_host_and_keep_their_wire_key():
 
 
 
+def udp_from_client(lab, ports: range, dports: tuple[int, ...]) -> str:
+    """Python for the gateway's test script: one UDP datagram (a conntrack "connection")
+    from the client for each source port and destination port, sent from the client's namespace."""
+    send = (f"import socket\nfor port in {ports!r}:\n    for i, dport in enumerate({dports!r}):\n"
+            "        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            f"        s.bind(('', port + 1000 * i)); s.sendto(b'x', ('{SERVER_V4[0]}', dport)); s.close()\n")
+    client = lab.ns("cli")
+    return f'subprocess.run(["ip", "netns", "exec", "{client}", sys.executable, "-c", {send!r}], check=True)'
+
+
+def run_on_masquerading_gateway(lab, match: str, script: str) -> list[str]:
+    """Run `script` with Python in the gateway's namespace (conntrack lives there) while
+    nftables masquerades what `match` selects out of wan0; the words it printed."""
+    lab.run("gw", "nft", 'add table ip ab_ct; add chain ip ab_ct post { type nat hook postrouting priority srcnat; }; '
+            f'add rule ip ab_ct post oifname "wan0" {match} masquerade')
+    try:
+        return lab.run("gw", sys.executable, "-c", "import socket, subprocess, sys, time\n" + script,
+                       timeout=60).stdout.split()
+    finally:
+        lab.run("gw", "nft", "delete table ip ab_ct")
+
+
 @pytest.mark.root
 @pytest.mark.lab
 def test_the_kernels_events_and_dumps_and_a_resync_after_an_overrun(lab):
-    lab.run("gw", "nft", 'add table ip ab_ct; add chain ip ab_ct post { type nat hook postrouting priority srcnat; }; '
-            'add rule ip ab_ct post oifname "wan0" masquerade')
-    # 300 UDP "connections" from the client, one per source port.
-    send = ("import socket\nfor port in range(20000, 20300):\n"
-            "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-            f"    s.bind(('', port)); s.sendto(b'x', ('{SERVER_V4[0]}', 9999)); s.close()\n")
-    # Conntrack lives in the gateway's namespace: the test's Python runs there.
-    script = f"""
-import socket, subprocess, sys, time
+    resyncs, mapped, first = run_on_masquerading_gateway(lab, "ip protocol udp", f"""
 from anabranch.daemon.conntrack import Conntrack, Translator
 nat = Translator(Conntrack(receive_buffer=1))                   # the kernel's minimum: overrun at once
 nat.refresh()                                                    # the start: a dump
-subprocess.run(["ip", "netns", "exec", "{lab.ns('cli')}", sys.executable, "-c", {send!r}], check=True)
+{udp_from_client(lab, range(20000, 20300), (9999,))}
 time.sleep(0.5)
 nat.refresh()                                                    # overrun: the whole table again
 wan = socket.inet_aton("{GATEWAY_WAN_V4[0]}")
 mapped = {{(socket.inet_ntoa(a[:4]), p) for k, (a, p) in nat.hosts.items() if k[8:12] == wan}}
 print(nat.resyncs, len(mapped), ("{CLIENT_V4[0]}", 20000) in mapped)
-"""
-    try:
-        out = lab.run("gw", sys.executable, "-c", script, timeout=60).stdout.split()
-    finally:
-        lab.run("gw", "nft", "delete table ip ab_ct")
-    resyncs, mapped, first = out
+""")
     assert resyncs == "2"
     assert int(mapped) == 300 and first == "True"
-
 
 
 @pytest.mark.root
 @pytest.mark.lab
 def test_the_kernel_passes_only_events_of_translated_connections(lab):
-    lab.run("gw", "nft", 'add table ip ab_ct; add chain ip ab_ct post { type nat hook postrouting priority srcnat; }; '
-            'add rule ip ab_ct post oifname "wan0" udp dport 9999 masquerade')
-    # 20 UDP "connections" the gateway masquerades and 20 it routes as they are.
-    send = ("import socket\nfor port in range(21000, 21020):\n"
-            "    for dport in (9999, 9998):\n"
-            "        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-            f"        s.bind(('', port + dport - 9998)); s.sendto(b'x', ('{SERVER_V4[0]}', dport)); s.close()\n")
-    script = f"""
-import subprocess, sys, time
+    # 20 UDP "connections" the gateway masquerades (to port 9999) and 20 it routes as they are.
+    filtered, passed, all_translated, seen = run_on_masquerading_gateway(lab, "udp dport 9999", f"""
 from anabranch.daemon.conntrack import Conntrack, wire_mappings
 nat_only, every = Conntrack(), Conntrack(nat_only=False)
-subprocess.run(["ip", "netns", "exec", "{lab.ns('cli')}", sys.executable, "-c", {send!r}], check=True)
+{udp_from_client(lab, range(21000, 21020), (9999, 9998))}
 time.sleep(0.5)
 a, b = nat_only.read(), every.read()
 new = [e for e in a if e.kind == "new"]
 print(nat_only.filtered, len(new), all(wire_mappings(e.connection) for e in new),
       len([e for e in b if e.kind == "new" and e.connection.orig.dport in (9998, 9999)]))
-"""
-    try:
-        out = lab.run("gw", sys.executable, "-c", script, timeout=60).stdout.split()
-    finally:
-        lab.run("gw", "nft", "delete table ip ab_ct")
-    filtered, passed, all_translated, seen = out
+""")
     assert filtered == "True"
     assert seen == "40"                            # the unfiltered socket sees every connection
     assert passed == "20" and all_translated == "True"

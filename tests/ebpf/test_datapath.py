@@ -499,9 +499,13 @@ def test_the_kernel_and_numpy_agree_where_each_flow_lives(dp):
     assert values["dir"]["packets"][keys["lan_port"] == 20000, 0].tolist() == [1]
 
 
-def test_a_full_table_replaces_the_flow_idle_longest():
-    """Eight slots (two sets), all live: a new flow takes the slot of the flow
-    seen longest ago among its two sets, and leaves the others alone."""
+SECOND = 1_000_000_000
+
+
+@pytest.fixture
+def tiny_table():
+    """A datapath of eight slots (two sets of four), the key of the flow a test
+    sends (v4_tcp(sport=31000)) and its two sets' first slots; the table empty."""
     import numpy as np
 
     from anabranch.daemon import kstructs, policy
@@ -511,67 +515,68 @@ def test_a_full_table_replaces_the_flow_idle_longest():
     try:
         policy.write_policy(datapath, policy.Policy.default())
         datapath.set_port(1, kstructs.ROLE_WAN, kstructs.PORT_COUNT | kstructs.PORT_MARK)
-        second = 1_000_000_000
-        up(datapath, v4_tcp(sport=31000), t=20 * second)
+        up(datapath, v4_tcp(sport=31000), t=20 * SECOND)
         (slot,) = np.flatnonzero(datapath.slots["state"] == kstructs.SLOT_LIVE)
-        new_key = datapath.slots["key"][slot].copy()
-        bases = kstructs.set_bases(new_key[None], 1, 8)[0]
+        key = datapath.slots["key"][slot].copy()
         datapath.clear_flows()
-        # A full table of other flows, the one idle longest in way 2 of the new flow's first set.
-        slots = datapath.slots
-        slots["key"]["lan_port"] = np.arange(8) + 30000
-        slots["flow"]["last_seen_ns"] = (np.arange(8) + 5) * second
-        slots["flow"]["last_seen_ns"][bases[0] + 2] = second
-        slots["state"] = kstructs.SLOT_LIVE
-        before = slots.copy()
-        up(datapath, v4_tcp(sport=31000), t=20 * second)
-        assert slots["key"][bases[0] + 2] == new_key
-        assert slots["flow"]["dir"]["packets"][bases[0] + 2, 0] == 1
-        others = np.arange(8) != bases[0] + 2
-        assert (slots[others] == before[others]).all()
+        yield datapath, key, kstructs.set_bases(key[None], 1, 8)[0]
     finally:
         datapath.close()
 
 
-def test_a_full_table_replaces_a_flow_never_answered_before_an_answered_one():
+def fill(slots) -> None:
+    """Every slot live with a flow of its own, seen 5 to 12 s into the run."""
+    import numpy as np
+
+    from anabranch.daemon import kstructs
+
+    slots["key"]["lan_port"] = np.arange(8) + 30000
+    slots["flow"]["last_seen_ns"] = (np.arange(8) + 5) * SECOND
+    slots["state"] = kstructs.SLOT_LIVE
+
+
+def test_a_full_table_replaces_the_flow_idle_longest(tiny_table):
+    """All eight slots live: a new flow takes the slot of the flow seen longest
+    ago among its two sets, and leaves the others alone."""
+    import numpy as np
+
+    datapath, new_key, (first, _) = tiny_table
+    slots = datapath.slots
+    fill(slots)
+    slots["flow"]["last_seen_ns"][first + 2] = SECOND      # idle longest: way 2 of the first set
+    before = slots.copy()
+    up(datapath, v4_tcp(sport=31000), t=20 * SECOND)
+    assert slots["key"][first + 2] == new_key
+    assert slots["flow"]["dir"]["packets"][first + 2, 0] == 1
+    others = np.arange(8) != first + 2
+    assert (slots[others] == before[others]).all()
+
+
+def test_a_full_table_replaces_a_flow_never_answered_before_an_answered_one(tiny_table):
     """As conntrack's early drop: a new flow replaces one whose opener never got a
     reply (a flood's) before an established one, even one idle longer."""
     import numpy as np
 
-    from anabranch.daemon import kstructs, policy
-    from anabranch.daemon.datapath import BuildOptions, Datapath
+    from anabranch.daemon import kstructs
 
-    datapath = Datapath(BuildOptions(flow_map_size=8, clock_from_skb=True, flow_seed=1))
-    try:
-        policy.write_policy(datapath, policy.Policy.default())
-        datapath.set_port(1, kstructs.ROLE_WAN, kstructs.PORT_COUNT | kstructs.PORT_MARK)
-        second = 1_000_000_000
-        up(datapath, v4_tcp(sport=31000), t=20 * second)
-        (slot,) = np.flatnonzero(datapath.slots["state"] == kstructs.SLOT_LIVE)
-        new_key = datapath.slots["key"][slot].copy()
-        first, other = kstructs.set_bases(new_key[None], 1, 8)[0]
-        datapath.clear_flows()
-        slots = datapath.slots
-        slots["key"]["lan_port"] = np.arange(8) + 30000
-        slots["flow"]["last_seen_ns"] = (np.arange(8) + 5) * second
-        # Every flow answered (the answer: the direction its opener did not send)...
-        slots["flow"]["opened_by"] = np.arange(8) % 2
-        slots["flow"]["dir"]["packets"][:, :] = 3
-        # ... but the newest of the other set, opened from the WAN and never answered;
-        # the one idle longest is answered.
-        unanswered = other + 3
-        slots["flow"]["opened_by"][unanswered] = kstructs.DIR_DOWN
-        slots["flow"]["dir"]["packets"][unanswered, kstructs.DIR_UP] = 0
-        slots["flow"]["last_seen_ns"][unanswered] = 19 * second
-        slots["flow"]["last_seen_ns"][first + 2] = second
-        slots["state"] = kstructs.SLOT_LIVE
-        before = slots.copy()
-        up(datapath, v4_tcp(sport=31000), t=20 * second)
-        assert slots["key"][unanswered] == new_key
-        others = np.arange(8) != unanswered
-        assert (slots[others] == before[others]).all()
-    finally:
-        datapath.close()
+    datapath, new_key, (first, other) = tiny_table
+    slots = datapath.slots
+    fill(slots)
+    # Every flow answered (the answer: the direction its opener did not send)...
+    slots["flow"]["opened_by"] = np.arange(8) % 2
+    slots["flow"]["dir"]["packets"][:, :] = 3
+    # ... but the newest of the other set, opened from the WAN and never answered;
+    # the one idle longest is answered.
+    unanswered = other + 3
+    slots["flow"]["opened_by"][unanswered] = kstructs.DIR_DOWN
+    slots["flow"]["dir"]["packets"][unanswered, kstructs.DIR_UP] = 0
+    slots["flow"]["last_seen_ns"][unanswered] = 19 * SECOND
+    slots["flow"]["last_seen_ns"][first + 2] = SECOND
+    before = slots.copy()
+    up(datapath, v4_tcp(sport=31000), t=20 * SECOND)
+    assert slots["key"][unanswered] == new_key
+    others = np.arange(8) != unanswered
+    assert (slots[others] == before[others]).all()
 
 
 def test_a_new_flow_meets_a_slot_another_cpu_is_claiming_for_it(dp):

@@ -69,6 +69,11 @@ def main() -> int:
     if os.geteuid() != 0:
         print("make demo needs root (BPF, network namespaces)", file=sys.stderr)
         return 1
+    # A kill or a closed terminal stops the demo as Ctrl-C does: processes and lab removed.
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
     STATE.mkdir(parents=True, exist_ok=True)
     config = write_config()
     password = secrets.token_urlsafe(12)

@@ -2,8 +2,9 @@
 
 The kernel classifies a flow at its first packet from these maps (override, MPTCP
 token, then of the prefix and port rules that match the one of lowest rank, else
-the default) and marks it with its class's DSCP and HTB classid.  After any change the config map's policy generation is
-bumped, so live flows re-evaluate their class on their next packet.
+the default) and marks it with its class's DSCP and HTB classid.  After any
+change the config map's policy generation is bumped, so live flows re-evaluate
+their class on their next packet.
 
     policy = Policy.default()                      # ARCHITECTURE.md's class table
     write_policy(datapath, policy)

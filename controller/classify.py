@@ -82,10 +82,14 @@ class Rule:
 
     @property
     def kernel_expressible(self) -> bool:
-        """Whether the datapath's port and prefix maps can express this rule alone."""
+        """Whether the datapath's port and prefix maps can express this rule alone:
+        ports (of TCP, UDP or any protocol) or remote prefixes (of any protocol:
+        the prefix tries know none), not both."""
         if self.hosts is not None or self.dscp or self.lan_cidrs:
             return False
-        return bool(self.ports) != bool(self.remote_cidrs)
+        if self.remote_cidrs:
+            return not self.ports and self.proto is None
+        return bool(self.ports) and self.proto in (None, socket.IPPROTO_TCP, socket.IPPROTO_UDP)
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,24 @@ def test_policy_splits_kernel_rules_from_per_flow_overrides():
     assert policy.overrides == {flow_id(spec): "video"}
 
 
+def test_rules_the_kernels_maps_cannot_hold_are_decided_per_flow():
+    """The prefix tries know no protocol and the port table only TCP, UDP and any:
+    a UDP-only prefix rule or an ICMP port rule stays out of them, and the flows it
+    decides are overridden one by one."""
+    opts = ClassifyOptions.configure({"rules": [
+        {"id": "udp-nas", "class": "file", "proto": "udp", "remote_cidrs": ["198.51.100.0/24"]},
+        {"id": "icmp", "class": "background", "proto": "icmp", "ports": ["7"]},
+        {"id": "tcp-nas", "class": "video", "proto": "tcp", "ports": ["2049"]}]})
+    udp = {"proto": "udp", "remote": "198.51.100.9", "rport": 4000}
+    tcp = {"proto": "tcp", "remote": "198.51.100.9", "rport": 443}
+    got, c, t, result = classify([udp, tcp], opts)
+    assert got[0] == ("file", "udp-nas") and got[1][1] != "udp-nas"
+    policy = c.policy(t, result)
+    assert [r.order for r in policy.prefix_rules if r.order < 3] == []
+    assert [(r.order, r.lo) for r in policy.port_rules if r.order < 3] == [(2, 2049)]
+    assert policy.overrides == {flow_id(udp): "file"}
+
+
 def test_configure_errors_name_the_key():
     with pytest.raises(OptionsError) as err:
         ClassifyOptions.configure({"rules": [{"id": "x", "class": "fast", "ports": ["70000"]},

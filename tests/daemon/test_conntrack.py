@@ -27,19 +27,27 @@ def attr(kind: int, value: bytes) -> bytes:
     return struct.pack("=HH", 4 + len(value), kind) + value + b"\0" * (-len(value) % 4)
 
 
-def tuple_attr(kind: int, src: str, dst: str, proto: int, sport: int, dport: int) -> bytes:
+def tuple_attr(kind: int, src: str, dst: str, proto: int, sport: int, dport: int,
+               nested: int = NESTED, extra: bytes = b"") -> bytes:
     v6 = ":" in src
     ip = attr(CTA_IP_V6_SRC if v6 else CTA_IP_V4_SRC, ipaddress.ip_address(src).packed) + \
         attr(CTA_IP_V6_DST if v6 else CTA_IP_V4_DST, ipaddress.ip_address(dst).packed)
     ports = attr(CTA_PROTO_NUM, bytes([proto])) + attr(CTA_PROTO_SRC_PORT, struct.pack(">H", sport)) + \
         attr(CTA_PROTO_DST_PORT, struct.pack(">H", dport))
-    return attr(kind | NESTED, attr(CTA_TUPLE_IP | NESTED, ip) + attr(CTA_TUPLE_PROTO | NESTED, ports))
+    return attr(kind | nested, attr(CTA_TUPLE_IP | nested, ip) + attr(CTA_TUPLE_PROTO | nested, ports) + extra)
 
 
-def message(msg: int, orig: tuple, reply: tuple, proto: int = socket.IPPROTO_TCP) -> bytes:
+STATUS = attr(3, b"\0\0\0\x08")     # CTA_STATUS
+
+
+def message(msg: int, orig: tuple, reply: tuple, proto: int = socket.IPPROTO_TCP, nested: int = NESTED,
+            extra: bytes = b"", first: bytes = b"") -> bytes:
+    """A ctnetlink message as the kernel writes it; `nested` the flag of nests, `extra` an
+    attribute appended to each tuple, `first` attributes before the tuples."""
     family = socket.AF_INET6 if ":" in orig[0] else socket.AF_INET
-    body = struct.pack("=BBH", family, 0, 0) + tuple_attr(CTA_TUPLE_ORIG, *orig[:2], proto, *orig[2:]) + \
-        tuple_attr(CTA_TUPLE_REPLY, *reply[:2], proto, *reply[2:]) + attr(3, b"\0\0\0\x08")   # CTA_STATUS
+    body = struct.pack("=BBH", family, 0, 0) + first + \
+        tuple_attr(CTA_TUPLE_ORIG, *orig[:2], proto, *orig[2:], nested, extra) + \
+        tuple_attr(CTA_TUPLE_REPLY, *reply[:2], proto, *reply[2:], nested, extra) + STATUS
     return struct.pack("=IHHII", 16 + len(body), (NFNL_SUBSYS_CTNETLINK << 8) | msg, 0, 0, 0) + body
 
 
@@ -65,6 +73,20 @@ def test_new_and_destroyed_connections_are_parsed_with_both_tuples():
     v6 = message(IPCTNL_MSG_CT_NEW, ("fd00::10", "2001:db8::1", 5000, 53), ("2001:db8::1", "2001:db8:1::1", 53, 5000),
                  proto=socket.IPPROTO_UDP)
     assert parse(v6)[0][0].connection.family == 6
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_every_layout_of_the_tuples_parses_the_same(v6):
+    """The usual layout is read in place; nests without NLA_F_NESTED (older kernels)
+    too; a zone inside the tuples or another attribute before them takes the walk."""
+    tuples = ((("fd00::10", "2001:db8::1", 5000, 53), ("2001:db8::1", "2001:db8:1::1", 53, 5000)) if v6
+              else MASQUERADED)
+    usual = parse(message(IPCTNL_MSG_CT_NEW, *tuples))[0]
+    assert len(usual) == 1 and usual[0].connection.orig.sport in (5000, 51000)
+    zone = attr(3, struct.pack(">H", 7) + b"\0\0")      # CTA_TUPLE_ZONE
+    for variant in (message(IPCTNL_MSG_CT_NEW, *tuples, nested=0), message(IPCTNL_MSG_CT_NEW, *tuples, extra=zone),
+                    message(IPCTNL_MSG_CT_NEW, *tuples, first=STATUS)):
+        assert parse(variant)[0] == usual
 
 
 def test_connections_without_ports_other_messages_and_truncated_buffers_are_skipped():

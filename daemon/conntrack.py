@@ -210,7 +210,7 @@ def wire_key(family: int, proto: int, lan: bytes, lan_port: int, remote: bytes, 
 # A classic BPF socket filter that passes only events of translated connections:
 # the gateway's own connections, routed IPv6 and anything else conntrack sees
 # without NAT are dropped in the kernel, before they cost a wake-up, a copy and
-# a parse here (~10 µs each in Python).  The kernel's netlink-attribute search
+# a parse here (~12 µs each in Python).  The kernel's netlink-attribute search
 # (SKF_AD_NLATTR) finds CTA_STATUS after the netlink and nfnetlink headers; an
 # event without it, or of another subsystem, is passed on to the parser.
 SO_ATTACH_FILTER = 26

@@ -63,11 +63,15 @@ class Reader:
                 self.errors.append(f"{self.key(key)}: unknown key")
 
 
-def number(low: float | None = None, high: float | None = None, integer: bool = False) -> Check:
+def number(low: float | None = None, high: float | None = None, integer: bool = False,
+           positive: bool = False) -> Check:
+    kind = "whole number" if integer else "number"
+
     def check(value: Any) -> str | None:
-        kinds = (int,) if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            return "must be a whole number" if integer else "must be a number"
+        if isinstance(value, bool) or not isinstance(value, (int,) if integer else (int, float)):
+            return f"must be a positive {kind}" if positive else f"must be a {kind}"
+        if positive and value <= 0:
+            return f"must be a positive {kind}"
         if low is not None and value < low:
             return f"must be at least {low}"
         if high is not None and value > high:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from anabranch.controller.options import Reader as _Reader
+from anabranch.controller.options import number as _number
 from anabranch.controller.options import show as _show
 
 DEFAULT_PATH = Path("/etc/anabranch/anabranch.toml")
@@ -109,22 +110,6 @@ class Config:
             if iface.name == name:
                 return iface
         raise KeyError(name)
-
-
-def _number(low: float | None = None, high: float | None = None, positive: bool = False,
-            integer: bool = False) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        kind = "a whole number" if integer else "a number"
-        if isinstance(value, bool) or not isinstance(value, (int, float) if not integer else int):
-            return f"must be {'a positive ' + kind[2:] if positive else kind}"
-        if positive and value <= 0:
-            return f"must be a positive {kind[2:]}"
-        if low is not None and value < low:
-            return f"must be at least {low}"
-        if high is not None and value > high:
-            return f"must be at most {high}"
-        return None
-    return check
 
 
 def _string(pattern: re.Pattern[str] | None = None, choices: tuple[str, ...] = (),

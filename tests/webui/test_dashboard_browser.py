@@ -51,6 +51,28 @@ def test_filter_narrows_the_flows_table(webui, page):
     assert "match the filter" in page.locator("#flows-caption").inner_text()
 
 
+def test_sort_buttons_order_the_flows_table(webui, page):
+    browser_login(page, webui.base_url, PASSWORD)
+    page.locator("#flows tbody tr", has_text="192.168.1.10:51514").wait_for()
+    # The IPv4 sources' addresses (the column sorts by address; ports break no ties).
+    order_is = ("([key, descending]) => { const v = [...document.querySelectorAll('#flows tbody tr')]"
+                ".map(r => r.cells[key].textContent).filter(t => /^\\d/.test(t)).map(t => t.split(':')[0]);"
+                " const s = [...v].sort((a, b) => a.localeCompare(b, 'en', {numeric: true}));"
+                " if (descending) s.reverse(); return new Set(v).size > 1 && v.every((x, i) => x === s[i]); }")
+    source = page.locator("#flows th", has_text="Source")
+    # A text column sorts ascending first, and a second press turns it round.
+    page.get_by_role("button", name="Source").click()
+    assert source.get_attribute("aria-sort") == "ascending"
+    page.wait_for_function(order_is, arg=[0, False])
+    page.get_by_role("button", name="Source").click()
+    assert source.get_attribute("aria-sort") == "descending"
+    page.wait_for_function(order_is, arg=[0, True])
+    # A numeric column starts descending; the other headers are reset.
+    page.get_by_role("button", name="Rate up").click()
+    assert page.locator("#flows th", has_text="Rate up").get_attribute("aria-sort") == "descending"
+    assert source.get_attribute("aria-sort") == "none"
+
+
 def test_dashboard_says_when_the_daemon_is_unreachable(webui, publisher, page):
     browser_login(page, webui.base_url, PASSWORD)
     page.locator("#flows tbody tr", has_text="192.168.1.10").first.wait_for()

@@ -338,8 +338,31 @@ window.AB = (function () {
     container.appendChild(list);
   }
 
+  // Sort buttons in a table's header cells that have data-sort: returns the state
+  // { key, descending } (key null until a click), updated before onChange() runs.
+  // A numeric column (class "num") sorts descending first, a text one ascending.
+  function sortable(table, onChange) {
+    const state = { key: null, descending: true };
+    for (const th of table.tHead.rows[0].cells) {
+      const key = th.dataset.sort;
+      if (!key) continue;
+      const button = el("button", { type: "button", class: "sort" }, th.textContent);
+      th.textContent = "";
+      th.appendChild(button);
+      th.setAttribute("aria-sort", "none");
+      button.addEventListener("click", () => {
+        state.descending = state.key === key ? !state.descending : th.classList.contains("num");
+        state.key = key;
+        for (const other of table.tHead.rows[0].cells) other.setAttribute("aria-sort", "none");
+        th.setAttribute("aria-sort", state.descending ? "descending" : "ascending");
+        onChange();
+      });
+    }
+    return state;
+  }
+
   return {
     $, rate, bytes, count, mbit, ms, pct, duration, clock, when, endpoint, classColor, CLASS_PRIORITY, path,
-    el, cell, badge, emptyRow, replaceBody, isAdmin, api, load, setAvailability, connect, lineChart, bars,
+    el, cell, badge, emptyRow, replaceBody, sortable, isAdmin, api, load, setAvailability, connect, lineChart, bars,
   };
 })();

@@ -135,12 +135,12 @@
   const filterInput = $("flow-filter");
   const rows = new Map();            // flow id -> <tr>, reused between updates
   let lastFlows = null;
-  let sortKey = null;                // null: busiest first
-  let sortDescending = true;
-
+  // Until a header is clicked (key null), busiest first.
+  const sorting = AB.sortable(flowsTable, () => { if (lastFlows) renderFlows(lastFlows); });
   const TEXT_KEYS = new Set(["src", "dst", "proto", "iface", "class"]);
 
   function compareFlows(a, b) {
+    const sortKey = sorting.key;
     if (sortKey === null) {
       const ra = (a.bps_up || 0) + (a.bps_down || 0);
       const rb = (b.bps_up || 0) + (b.bps_down || 0);
@@ -152,7 +152,7 @@
     } else {
       order = (Number(a[sortKey]) || 0) - (Number(b[sortKey]) || 0);
     }
-    return sortDescending ? -order : order;
+    return sorting.descending ? -order : order;
   }
 
   function flowRow(flow) {
@@ -222,29 +222,6 @@
     $("flows-caption").textContent = caption;
   }
 
-  function setUpSorting() {
-    for (const th of flowsTable.tHead.rows[0].cells) {
-      const key = th.dataset.sort;
-      if (!key) continue;
-      const button = el("button", { type: "button", class: "sort" }, th.textContent);
-      th.textContent = "";
-      th.appendChild(button);
-      th.setAttribute("aria-sort", "none");
-      button.addEventListener("click", () => {
-        if (sortKey === key) {
-          sortDescending = !sortDescending;
-        } else {
-          sortKey = key;
-          sortDescending = !TEXT_KEYS.has(key);
-        }
-        for (const other of flowsTable.tHead.rows[0].cells) other.setAttribute("aria-sort", "none");
-        th.setAttribute("aria-sort", sortDescending ? "descending" : "ascending");
-        if (lastFlows) renderFlows(lastFlows);
-      });
-    }
-  }
-
-  setUpSorting();
   filterInput.addEventListener("input", () => { if (lastFlows) renderFlows(lastFlows); });
   AB.lineChart($("class-chart"), [], rate, { emptyText: "Waiting for flows…" });
   AB.connect({

@@ -35,27 +35,6 @@
     return error.message || "HTTP " + reply.status;
   }
 
-  // A table with sortable columns: `key(row, sortKey)` gives the value to sort by.
-  function sortable(table, onChange) {
-    const state = { key: null, descending: true };
-    for (const th of table.tHead.rows[0].cells) {
-      const key = th.dataset.sort;
-      if (!key) continue;
-      const button = el("button", { type: "button", class: "sort" }, th.textContent);
-      th.textContent = "";
-      th.appendChild(button);
-      th.setAttribute("aria-sort", "none");
-      button.addEventListener("click", () => {
-        state.descending = state.key === key ? !state.descending : th.classList.contains("num");
-        state.key = key;
-        for (const other of table.tHead.rows[0].cells) other.setAttribute("aria-sort", "none");
-        th.setAttribute("aria-sort", state.descending ? "descending" : "ascending");
-        onChange();
-      });
-    }
-    return state;
-  }
-
   // ---- flows and MPTCP connections --------------------------------------------
 
   // The daemon sends RTT and retransmissions per direction, [up, down]; a cell shows
@@ -86,7 +65,7 @@
   function flowsPage() {
     const table = $("all-flows");
     let lastFlows = [];
-    const sortState = sortable(table, () => render());
+    const sortState = AB.sortable(table, () => render());
     const value = (f, key) => ({
       host: f.src, remote: endpoint(f.dst, f.dport, f.family, f.proto), class: f.class || "unclassified",
       rate: (f.bps_up || 0) + (f.bps_down || 0), bytes: (f.bytes_up || 0) + (f.bytes_down || 0),

@@ -71,6 +71,12 @@ def test_sort_buttons_order_the_flows_table(webui, page):
     page.get_by_role("button", name="Rate up").click()
     assert page.locator("#flows th", has_text="Rate up").get_attribute("aria-sort") == "descending"
     assert source.get_attribute("aria-sort") == "none"
+    # ... and orders by the number, not by the text ("900 kbit/s" below "1.2 Mbit/s").
+    falling = ("() => { const unit = {'bit/s': 1, 'kbit/s': 1e3, 'Mbit/s': 1e6, 'Gbit/s': 1e9};"
+               " const v = [...document.querySelectorAll('#flows tbody tr')].map(r => r.cells[6].textContent.trim())"
+               ".filter(t => /^[\\d.]+ \\S+$/.test(t)).map(t => { const [n, u] = t.split(' '); return Number(n) * unit[u]; });"
+               " return new Set(v).size > 1 && v.every((x, i) => i === 0 || v[i - 1] >= x); }")
+    page.wait_for_function(falling)
 
 
 def test_dashboard_says_when_the_daemon_is_unreachable(webui, publisher, page):

@@ -341,8 +341,19 @@ window.AB = (function () {
   // Sort buttons in a table's header cells that have data-sort: returns the state
   // { key, descending } (key null until a click), updated before onChange() runs.
   // A numeric column (class "num") sorts descending first, a text one ascending.
+  // Sort buttons in a table's header cells that carry data-sort. The returned
+  // state says which key is chosen (null until a press) and orders two values
+  // by it: numerically under a "num" header, as text otherwise.
   function sortable(table, onChange) {
-    const state = { key: null, descending: true };
+    const state = {
+      key: null, descending: true, numeric: false,
+      order(va, vb) {
+        const order = state.numeric
+          ? (Number(va) || 0) - (Number(vb) || 0)
+          : String(va ?? "").localeCompare(String(vb ?? ""), "en", { numeric: true });
+        return state.descending ? -order : order;
+      },
+    };
     for (const th of table.tHead.rows[0].cells) {
       const key = th.dataset.sort;
       if (!key) continue;
@@ -351,7 +362,8 @@ window.AB = (function () {
       th.appendChild(button);
       th.setAttribute("aria-sort", "none");
       button.addEventListener("click", () => {
-        state.descending = state.key === key ? !state.descending : th.classList.contains("num");
+        state.numeric = th.classList.contains("num");
+        state.descending = state.key === key ? !state.descending : state.numeric;
         state.key = key;
         for (const other of table.tHead.rows[0].cells) other.setAttribute("aria-sort", "none");
         th.setAttribute("aria-sort", state.descending ? "descending" : "ascending");

@@ -137,22 +137,14 @@
   let lastFlows = null;
   // Until a header is clicked (key null), busiest first.
   const sorting = AB.sortable(flowsTable, () => { if (lastFlows) renderFlows(lastFlows); });
-  const TEXT_KEYS = new Set(["src", "dst", "proto", "iface", "class"]);
 
   function compareFlows(a, b) {
-    const sortKey = sorting.key;
-    if (sortKey === null) {
+    if (sorting.key === null) {
       const ra = (a.bps_up || 0) + (a.bps_down || 0);
       const rb = (b.bps_up || 0) + (b.bps_down || 0);
       return rb - ra || ((b.bytes_up || 0) + (b.bytes_down || 0)) - ((a.bytes_up || 0) + (a.bytes_down || 0));
     }
-    let order;
-    if (TEXT_KEYS.has(sortKey)) {
-      order = String(a[sortKey] ?? "").localeCompare(String(b[sortKey] ?? ""), "en", { numeric: true });
-    } else {
-      order = (Number(a[sortKey]) || 0) - (Number(b[sortKey]) || 0);
-    }
-    return sorting.descending ? -order : order;
+    return sorting.order(a[sorting.key], b[sorting.key]);
   }
 
   function flowRow(flow) {

@@ -78,13 +78,7 @@
       let shown = lastFlows.filter((f) => (!wanted || (f.class || "unclassified") === wanted) &&
         (!needle || [f.src, f.sport, f.dst, f.dport, f.proto, f.iface, reasonText(f)].join(" ").toLowerCase().includes(needle)));
       if (sortState.key) {
-        shown = shown.slice().sort((a, b) => {
-          const va = value(a, sortState.key), vb = value(b, sortState.key);
-          const order = typeof va === "number" || typeof vb === "number"
-            ? (Number(va) || 0) - (Number(vb) || 0)
-            : String(va ?? "").localeCompare(String(vb ?? ""), "en", { numeric: true });
-          return sortState.descending ? -order : order;
-        });
+        shown = shown.slice().sort((a, b) => sortState.order(value(a, sortState.key), value(b, sortState.key)));
       }
       const rows = shown.map((f) => {
         const row = el("tr");

@@ -74,6 +74,12 @@ class TrainConfig:
     # (0 = the raw weights): averaging smooths out the last steps' noise.
     weight_average: float = 0.999
     level_weight: float = 1.0
+    # Trained models (ONNX files) whose averaged quantiles are a second target,
+    # and that target's share of the loss (0 = the recorded future only): the
+    # teachers' average is a far less noisy estimate of the conditional
+    # quantiles than one recorded future, and an average cannot ship itself.
+    teachers: tuple[str, ...] = ()
+    distill_weight: float = 0.0
     tune_points_per_source: int = 50_000
     select_points_per_source: int = 20_000
     notes: list[str] = field(default_factory=list)
@@ -243,6 +249,8 @@ def fit(kind: str, points: dict[str, SourcePoints], selection: Selection, config
                 out.append(q[:, :, 1].numpy())
         return np.concatenate(out).astype(np.float64)
 
+    teachers = _teacher_sessions(config)
+
     best = {"score": np.inf}
     best_state = None
     history = []
@@ -276,6 +284,13 @@ def fit(kind: str, points: dict[str, SourcePoints], selection: Selection, config
             level = features(rates_t, valid_t)[1][:, :, None]
             weight = weight * (level * weight) ** (config.level_weight - 1.0)
         loss = (_pinball(predicted, actual, taus) * weight * weight_h * weight_q).mean()
+        if teachers:
+            feed = {"rates": rates.astype(np.float32), "valid": valid.astype(np.float32)}
+            taught = torch.from_numpy(np.mean([t.run(None, feed)[0] for t in teachers], axis=0))
+            # Absolute error to the teachers' quantiles, weighed like the pinball loss
+            # (whose value at the median is half the absolute error).
+            distilled = ((predicted - taught).abs() * 0.5 * weight * weight_h * weight_q).mean()
+            loss = (1.0 - config.distill_weight) * loss + config.distill_weight * distilled
         optimiser.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -302,6 +317,18 @@ def fit(kind: str, points: dict[str, SourcePoints], selection: Selection, config
     return net, {"kind": kind, "best": best, "history": history,
                  "parameters": int(sum(p.numel() for p in net.parameters())),
                  "train_s": round(time.time() - started, 1)}
+
+
+def _teacher_sessions(config: TrainConfig) -> list:
+    if not config.teachers or config.distill_weight <= 0.0:
+        return []
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = config.threads
+    options.inter_op_num_threads = 1
+    return [onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            for path in config.teachers]
 
 
 def latency(net, window: int, series: int = 64, runs: int = 300) -> float:

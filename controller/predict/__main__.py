@@ -31,6 +31,31 @@ def _table(report: dict) -> str:
     return "\n".join(lines)
 
 
+class RecipeError(ValueError):
+    """A --recipe file that cannot be read or names unknown settings."""
+
+
+def recipe(config, path: Path):
+    """`config` with the fields of the JSON object in `path`; unknown fields are an error."""
+    import dataclasses
+
+    try:
+        fields = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RecipeError(f"{path}: {exc}") from None
+    if not isinstance(fields, dict):
+        raise RecipeError(f"{path}: must hold a JSON object of training settings")
+    known = {f.name for f in dataclasses.fields(config)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise RecipeError(f"{path}: unknown training settings {', '.join(unknown)}")
+    if "teachers" in fields:
+        fields["teachers"] = tuple(str((path.parent / t).resolve()) for t in fields["teachers"])
+    if "kinds" in fields:
+        fields["kinds"] = tuple(fields["kinds"])
+    return dataclasses.replace(config, **fields)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m anabranch.controller.predict",
                                      description="Train or evaluate the bandwidth predictor on CSV traces.")
@@ -45,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="comma-separated architectures to train and select among "
                             "(hybrid, ensemble, scales, mlp, gru, lstm, tcn); the default is the one selected")
     train.add_argument("--steps", type=int, default=None, help="optimiser steps per architecture")
+    train.add_argument("--recipe", type=Path, default=None,
+                       help="JSON object of training settings (TrainConfig fields) that replace the defaults; "
+                            "teacher paths in it are relative to the file")
     train.add_argument("--threads", type=int, default=1,
                        help="torch threads (1, as the committed model was trained: float sums depend on it)")
 
@@ -60,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
 
             config = TrainConfig(kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
                                  seed=args.seed, threads=args.threads)
+            if args.recipe is not None:
+                config = recipe(config, args.recipe)
             if args.steps is not None:
                 config.steps = args.steps
             run_training(args.traces, args.out, config, log=lambda m: print(m, file=sys.stderr, flush=True))
@@ -69,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate_folder(args.traces, args.model)
         print(json.dumps(report, indent=2) if args.json else _table(report))
         return 0
-    except (TraceError, ModelError) as exc:
+    except (TraceError, ModelError, RecipeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

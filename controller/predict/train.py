@@ -441,7 +441,8 @@ def train(root: Path, out_dir: Path, config: TrainConfig, log=print) -> dict:
             "train": {s: {"traces": p.traces, "points": len(p)} for s, p in train_points.items()},
             "validation": {s: {"traces": p.traces, "points": len(p)} for s, p in validation_points.items()},
         },
-        "training": {**{k: v for k, v in asdict(config).items() if k not in ("kinds", "notes")},
+        "training": {**{k: v for k, v in asdict(config).items() if k not in ("kinds", "notes", "teachers")},
+                     "teachers": [describe_teacher(Path(t)) for t in config.teachers],
                      "loss": "pinball (p10/p50/p90) on Mbit/s divided by the source's mean rate; "
                              "equal batches per source; horizons weighted by 1 / best train baseline nMAE",
                      "optimiser": "AdamW, one-cycle learning rate, gradient norm clipped at 1; "
@@ -470,6 +471,22 @@ def train(root: Path, out_dir: Path, config: TrainConfig, log=print) -> dict:
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     log(f"wrote {model_path} ({model_path.stat().st_size} bytes) and {card_path}")
     return card
+
+
+def describe_teacher(path: Path) -> dict:
+    """A teacher model as the card records it: its file's digest and, from the card beside
+    it, the recipe and validation nMAE it was trained with (to train it again)."""
+    import hashlib
+
+    entry = {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    card_path = path.with_name(CARD_FILE)
+    if card_path.exists():
+        card = json.loads(card_path.read_text())
+        entry["training"] = {k: v for k, v in card.get("training", {}).items()
+                             if k not in ("duration_s", "loss", "optimiser")}
+        macro = card.get("metrics", {}).get("validation", {}).get("macro", {}).get("model", {})
+        entry["validation_nmae"] = {h: s["nmae"] for h, s in macro.items()}
+    return entry
 
 
 def describe_network(kind: str, members: int = 1, head: str = "gate") -> dict:

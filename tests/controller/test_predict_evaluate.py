@@ -154,3 +154,24 @@ def test_card_figures_reproduce_on_the_shared_validation_traces(shared_data, sou
         for name, scores_by_horizon in report["per_source"][source]["baselines"].items():
             assert scores_by_horizon[key]["nmae"] == pytest.approx(card["baselines"][name][key]["nmae"], abs=1e-4)
             assert model < scores_by_horizon[key]["nmae"], (name, key)
+
+
+def test_a_training_recipe_replaces_settings_and_resolves_teachers_beside_it(tmp_path):
+    from anabranch.controller.predict.__main__ import recipe
+    from anabranch.controller.predict.train import TrainConfig
+
+    path = tmp_path / "recipes" / "r.json"
+    path.parent.mkdir()
+    path.write_text('{"small_source_points": 20000, "teachers": ["../m/model.onnx"], "distill_weight": 0.5}')
+    config = recipe(TrainConfig(seed=3), path)
+    assert config.small_source_points == 20000 and config.distill_weight == 0.5 and config.seed == 3
+    assert config.teachers == (str((tmp_path / "m" / "model.onnx").resolve()),)
+
+
+def test_a_bad_training_recipe_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "r.json"
+    for text, message in (('{"stepz": 3}', "unknown training settings stepz"),
+                          ("[1]", "must hold a JSON object"), ("{", "r.json: ")):
+        bad.write_text(text)
+        assert main(["train", "--traces", str(tmp_path), "--recipe", str(bad), "--out", str(tmp_path / "o")]) == 2
+        assert message in capsys.readouterr().err

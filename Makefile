@@ -4,7 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 LAB   := $(PY) tests/lab/lab.py
 
-.PHONY: setup test test-fast test-deb deb bench soak demo lab-up lab-down clean-kernel-state clean test-train
+.PHONY: setup test test-fast test-deb deb bench soak demo lab-up lab-down clean-kernel-state clean test-train model
 
 setup:
 	bash tests/setup.sh
@@ -31,6 +31,20 @@ test-fast: setup
 test-train: setup
 	$(PY) -m pip install -q -e ".[train]"
 	$(PY) -m pytest -p no:cacheprovider -m train tests
+
+# Retrain the committed predictor from its recipes (controller/predict/recipes/):
+# five teachers, then the model distilled from them, each into build/predict/
+# (about 40 min each on one core). Copy build/predict/distilled/model.* into
+# controller/predict/ to ship the result.
+TEACHERS := base small-sources no-short batch1024 batch512
+model: setup
+	$(PY) -m pip install -q -e ".[train]"
+	for t in $(TEACHERS); do \
+	  $(PY) -m anabranch.controller.predict train --traces ../shared/data/traces \
+	    --recipe controller/predict/recipes/teacher-$$t.json --out build/predict/teacher-$$t || exit 1; \
+	done
+	$(PY) -m anabranch.controller.predict train --traces ../shared/data/traces \
+	  --recipe controller/predict/recipes/distilled.json --out build/predict/distilled
 
 # Benchmarks write build/bench/*.json and print a table.
 bench: setup

@@ -175,3 +175,26 @@ def test_a_bad_training_recipe_is_a_clear_error(tmp_path, capsys):
         bad.write_text(text)
         assert main(["train", "--traces", str(tmp_path), "--recipe", str(bad), "--out", str(tmp_path / "o")]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_the_committed_model_is_its_recipe_distilled_from_the_teacher_recipes():
+    import dataclasses
+
+    from anabranch.controller.predict.__main__ import recipe
+    from anabranch.controller.predict.train import CARD_FILE, TrainConfig
+
+    recipes = Path(main.__code__.co_filename).parent / "recipes"
+    card = json.loads((recipes.parent / CARD_FILE).read_text())["training"]
+
+    def settings(config: TrainConfig) -> dict:
+        return {k: v for k, v in dataclasses.asdict(config).items() if k not in ("kinds", "notes", "teachers")}
+
+    student = recipe(TrainConfig(), recipes / "distilled.json")
+    assert {k: card[k] for k in settings(student)} == settings(student)
+    names = [Path(t).parent.name for t in student.teachers]
+    assert sorted(names) == sorted(p.stem for p in recipes.glob("teacher-*.json"))
+    assert len(card["teachers"]) == len(names)
+    for name, entry in zip(names, card["teachers"]):
+        assert name in entry["file"]
+        teacher = settings(recipe(TrainConfig(), recipes / f"{name}.json"))
+        assert {k: entry["training"][k] for k in teacher} == teacher, name

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import baselines, evaluate
+from .runtime import ModelError
 from .series import BASELINE_WINDOW, MIN_HISTORY, WINDOW, fill_missed
 from .traces import Trace, read_sources
 
@@ -383,6 +384,10 @@ def export(net, path: Path, window: int) -> None:
 
 
 def train(root: Path, out_dir: Path, config: TrainConfig, log=print) -> dict:
+    missing = [t for t in config.teachers if not Path(t).is_file()] if config.distill_weight > 0 else []
+    if missing:
+        raise ModelError(f"teacher model {missing[0]} is missing: train the teachers first "
+                         "(`make model` trains them before the distilled model)")
     import torch
 
     torch.set_num_threads(config.threads)
@@ -478,7 +483,11 @@ def describe_teacher(path: Path) -> dict:
     it, the recipe and validation nMAE it was trained with (to train it again)."""
     import hashlib
 
-    entry = {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    try:
+        shown = path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        shown = path
+    entry = {"file": str(shown), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     card_path = path.with_name(CARD_FILE)
     if card_path.exists():
         card = json.loads(card_path.read_text())

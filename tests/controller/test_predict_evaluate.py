@@ -177,6 +177,14 @@ def test_a_bad_training_recipe_is_a_clear_error(tmp_path, capsys):
         assert message in capsys.readouterr().err
 
 
+def test_a_recipe_whose_teacher_is_not_trained_yet_says_so_before_training(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    path.write_text('{"teachers": ["t/model.onnx"], "distill_weight": 0.5}')
+    assert main(["train", "--traces", str(tmp_path), "--recipe", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"teacher model {tmp_path.resolve() / 't' / 'model.onnx'} is missing" in err and "make model" in err
+
+
 def test_the_committed_model_is_its_recipe_distilled_from_the_teacher_recipes():
     import dataclasses
 

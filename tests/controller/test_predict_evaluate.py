@@ -191,7 +191,8 @@ def test_the_committed_model_is_its_recipe_distilled_from_the_teacher_recipes():
     from anabranch.controller.predict.__main__ import recipe
     from anabranch.controller.predict.train import CARD_FILE, TrainConfig
 
-    recipes = Path(main.__code__.co_filename).parent / "recipes"
+    # The recipes are a source-tree file (for training), not installed with the package.
+    recipes = Path(__file__).resolve().parents[2] / "controller" / "predict" / "recipes"
     card = json.loads((recipes.parent / CARD_FILE).read_text())["training"]
 
     def settings(config: TrainConfig) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import baselines, evaluate
-from .runtime import ModelError
+from .runtime import CARD_FILE, MODEL_FILE, ModelError, session_for
 from .series import BASELINE_WINDOW, MIN_HISTORY, WINDOW, fill_missed
 from .traces import Trace, read_sources
 
@@ -28,8 +28,6 @@ OPSET = 17
 # onnxruntime time for 64 series that an architecture may take to be chosen:
 # the tick's budget is 2 ms, gap filling and the fallback included.
 LATENCY_BUDGET_MS = 1.5
-MODEL_FILE = "model.onnx"
-CARD_FILE = "model.json"
 
 
 @dataclass
@@ -320,16 +318,12 @@ def fit(kind: str, points: dict[str, SourcePoints], selection: Selection, config
                  "train_s": round(time.time() - started, 1)}
 
 
-def _teacher_sessions(config: TrainConfig) -> list:
-    if not config.teachers or config.distill_weight <= 0.0:
-        return []
-    import onnxruntime
+def _distilling(config: TrainConfig) -> bool:
+    return bool(config.teachers) and config.distill_weight > 0.0
 
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = config.threads
-    options.inter_op_num_threads = 1
-    return [onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            for path in config.teachers]
+
+def _teacher_sessions(config: TrainConfig) -> list:
+    return [session_for(Path(path), config.threads) for path in config.teachers] if _distilling(config) else []
 
 
 def latency(net, window: int, series: int = 64, runs: int = 300) -> float:
@@ -384,7 +378,7 @@ def export(net, path: Path, window: int) -> None:
 
 
 def train(root: Path, out_dir: Path, config: TrainConfig, log=print) -> dict:
-    missing = [t for t in config.teachers if not Path(t).is_file()] if config.distill_weight > 0 else []
+    missing = [t for t in config.teachers if not Path(t).is_file()] if _distilling(config) else []
     if missing:
         raise ModelError(f"teacher model {missing[0]} is missing: train the teachers first "
                          "(`make model` trains them before the distilled model)")

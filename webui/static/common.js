@@ -338,12 +338,10 @@ window.AB = (function () {
     container.appendChild(list);
   }
 
-  // Sort buttons in a table's header cells that have data-sort: returns the state
-  // { key, descending } (key null until a click), updated before onChange() runs.
-  // A numeric column (class "num") sorts descending first, a text one ascending.
   // Sort buttons in a table's header cells that carry data-sort. The returned
-  // state says which key is chosen (null until a press) and orders two values
-  // by it: numerically under a "num" header, as text otherwise.
+  // state says which key is chosen (null until a press; updated before onChange()
+  // runs) and orders two values by it: numerically under a "num" header, which
+  // sorts descending first, as text (ascending first) otherwise.
   function sortable(table, onChange) {
     const state = {
       key: null, descending: true, numeric: false,

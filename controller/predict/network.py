@@ -8,6 +8,8 @@ one network serves a 5 Mbit/s DSL line and a 1 Gbit/s fibre alike.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -29,27 +31,51 @@ FEATURES = 4
 LOG_OFFSET = 0.05
 
 
+class Columns(NamedTuple):
+    """The per-tick features one by one [n, width], and the level [n, 1] they are relative to.
+
+    The window statistics read the columns they need from here rather than
+    slicing them back out of the stacked tensor (each slice is a copy in the graph).
+    """
+
+    ratio: torch.Tensor
+    log_ratio: torch.Tensor
+    valid: torch.Tensor
+    changed: torch.Tensor
+    level: torch.Tensor
+
+    def stacked(self) -> torch.Tensor:
+        """[n, width, FEATURES], the layout the MLP and the recurrent parts read."""
+        return torch.stack([self.ratio, self.log_ratio, self.valid, self.changed], dim=-1)
+
+
 def features(rates: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale-free per-tick features [n, width, FEATURES] and the level [n, 1] they are relative to."""
+    columns = feature_columns(rates, valid)
+    return columns.stacked(), columns.level
+
+
+def feature_columns(rates: torch.Tensor, valid: torch.Tensor) -> Columns:
     count = valid.sum(dim=1, keepdim=True).clamp(min=1.0)
     level = ((rates * valid).sum(dim=1, keepdim=True) / count).clamp(min=LEVEL_FLOOR)
     ratio = (rates / level).clamp(max=RATIO_CEILING)
     step = (ratio[:, 1:] - ratio[:, :-1]).abs()
     both = valid[:, 1:] * valid[:, :-1]
-    changed = torch.cat([torch.zeros_like(ratio[:, :1]), (step > SAME_SAMPLE).float() * both], dim=1)
-    log_ratio = torch.log(ratio + LOG_OFFSET)
-    return torch.stack([ratio, log_ratio, valid, changed], dim=-1), level
+    # The first tick has no predecessor: it never counts as changed.
+    changed = F.pad((step > SAME_SAMPLE).float() * both, (1, 0))
+    return Columns(ratio, torch.log(ratio + LOG_OFFSET), valid, changed, level)
 
 
-def quantiles_from_raw(raw: torch.Tensor, last_ratio: torch.Tensor) -> torch.Tensor:
+def quantiles_from_raw(raw: torch.Tensor, last_ratio: torch.Tensor, members: int = 0) -> torch.Tensor:
     """[..., n, horizons * 4] head outputs -> ordered, non-negative quantiles [..., n, horizons, 3].
 
     The median is a gated blend of the last sample and a learned level: within a
     run of held samples the next value is the last one exactly, and a saturated
     gate can say so, where an additive correction would always leave some noise.
-    The band is built outward from the median.
+    The band is built outward from the median.  `members` as for anchored_quantiles.
     """
-    raw = raw.reshape(raw.shape[:-1] + (len(HORIZONS), 4))
+    leading = (members, -1) if members else (-1,)
+    raw = raw.reshape(leading + (len(HORIZONS), 4))
     gate = torch.sigmoid(raw[..., 3])
     learned = F.softplus(raw[..., 1] + 1.0)
     p50 = gate * last_ratio[:, None] + (1 - gate) * learned
@@ -58,17 +84,20 @@ def quantiles_from_raw(raw: torch.Tensor, last_ratio: torch.Tensor) -> torch.Ten
     return torch.stack([p10, p50, p90], dim=-1)
 
 
-def anchored_quantiles(raw: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+def anchored_quantiles(raw: torch.Tensor, anchors: torch.Tensor, members: int = 0) -> torch.Tensor:
     """[..., n, horizons * (anchors + 4)] head outputs -> quantiles [..., n, horizons, 3].
 
     The median is a learned convex mix of anchors (the last sample and the mean
     of the newest k ticks for each span k, all ratios to the level) and a free
     learned level: the mean over the next seconds is mostly some recent mean,
     and a softmax over exact means states it more precisely than an MLP can
-    compute it.  The band is built outward from the median.
+    compute it.  The band is built outward from the median.  `members` > 0
+    says raw has a leading members axis (a static size, so the graph reshapes
+    without shape arithmetic).
     """
-    count = anchors.shape[-1]
-    raw = raw.reshape(raw.shape[:-1] + (len(HORIZONS), count + 4))
+    count = len(SCALES)
+    leading = (members, -1) if members else (-1,)
+    raw = raw.reshape(leading + (len(HORIZONS), count + 4))
     learned = F.softplus(raw[..., 1] + 1.0)
     mix = torch.softmax(raw[..., 3:], dim=-1)
     p50 = (mix[..., :count] * anchors[:, None, :]).sum(dim=-1) + mix[..., count] * learned
@@ -99,30 +128,37 @@ def span_masks(window: int) -> torch.Tensor:
     return spans
 
 
-def scale_statistics(x: torch.Tensor, spans: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def scale_statistics(columns: Columns, spans: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Multi-scale window statistics [n, STATISTICS * spans + 1] from the per-tick features,
     and the anchors of the anchored head [n, spans]: the last sample and each longer span's mean.
 
     Written as a few whole-tensor operations (matrix products with the span
-    masks), as onnxruntime's cost on this small graph is per operator.
+    masks), with every shape a constant of the graph: onnxruntime's cost on
+    this small graph is per operator, and shape arithmetic is operators too.
+    The window must hold at least RUN_CAP ticks.
     """
-    ratio, valid, changed = x[..., 0], x[..., 2], x[..., 3]
+    ratio, valid, changed = columns.ratio, columns.valid, columns.changed
     count = valid @ spans.T
     safe = count.clamp(min=1.0)
-    mean = ((ratio * valid) @ spans.T) / safe
-    square = ((ratio * ratio * valid) @ spans.T) / safe
+    measured = ratio * valid
+    mean = (measured @ spans.T) / safe
+    square = ((measured * ratio) @ spans.T) / safe
     spread = torch.sqrt((square - mean * mean).clamp(min=0.0) + 1e-6)
-    inside = valid[:, None, :] * spans[None]
-    high = (ratio[:, None, :] * inside).amax(dim=2)
-    low = torch.where(inside > 0, ratio[:, None, :], torch.full_like(inside, RATIO_CEILING)).amin(dim=2)
-    low = torch.where(count > 0, low, torch.zeros_like(low))
+    # Ratios are never negative, so zeroing the ticks outside a span (or not
+    # measured) leaves its maximum; an empty span's is 0.
+    high = (measured[:, None, :] * spans[None]).amax(dim=2)
+    # For the minimum, those ticks read as the ceiling instead (x * 1 + 0 and
+    # x * 0 + ceiling are exact); an empty span's minimum is 0.
+    lowest = torch.where(valid > 0, ratio, RATIO_CEILING)
+    low = (lowest[:, None, :] * spans[None] + RATIO_CEILING * (1.0 - spans[None])).amin(dim=2)
+    low = torch.where(count > 0, low, 0.0)
     # Ticks since the newest change (capped): where a held run stands in its cycle.
     recent = changed[:, -RUN_CAP:]
-    position = torch.arange(1, recent.shape[1] + 1, dtype=recent.dtype)[None, :]
-    since_change = (recent.shape[1] - (recent * position).amax(dim=1, keepdim=True)) / RUN_CAP
+    position = torch.arange(1, RUN_CAP + 1, dtype=recent.dtype)[None, :]
+    since_change = (RUN_CAP - (recent * position).amax(dim=1, keepdim=True)) / RUN_CAP
     shares = count / spans.sum(dim=1)[None, :]
     logs = torch.log(torch.cat([mean, high, low], dim=1) + LOG_OFFSET)
-    anchors = torch.cat([x[:, -1:, 0], mean[:, 1:]], dim=1)
+    anchors = torch.cat([ratio[:, -1:], mean[:, 1:]], dim=1)
     return torch.cat([mean, shares, spread, logs, since_change], dim=1), anchors
 
 
@@ -159,8 +195,8 @@ class MemberBlock(nn.Module):
         second = F.relu(torch.matmul(first, self.second) + self.second_bias)
         raw = torch.matmul(second, self.out) + self.out_bias
         if self.head == "anchors":
-            return anchored_quantiles(raw, anchors)
-        return quantiles_from_raw(raw, anchors[:, 0])
+            return anchored_quantiles(raw, anchors, self.members)
+        return quantiles_from_raw(raw, anchors[:, 0], self.members)
 
 
 def head_outputs(head: str) -> int:
@@ -187,6 +223,8 @@ class RateNetwork(nn.Module):
         if head == "anchors" and kind not in ("hybrid", "scales", "ensemble"):
             raise ValueError(f"the anchors head needs the window statistics of hybrid, scales or ensemble, not {kind!r}")
         if head == "anchors" or kind in ("scales", "ensemble"):
+            if window < RUN_CAP:
+                raise ValueError(f"the window statistics need a window of at least {RUN_CAP} ticks, got {window}")
             self.register_buffer("spans", span_masks(window))
         if kind == "gru":
             self.body = nn.GRU(FEATURES, hidden, batch_first=True)
@@ -223,13 +261,13 @@ class RateNetwork(nn.Module):
 
     def forward_members(self, rates: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Each member's quantiles [members, n, 2, 3] in Mbit/s (training scores every member)."""
-        x, level = features(rates, valid)
+        columns = feature_columns(rates, valid)
+        x, level = columns.stacked(), columns.level
         if self.kind in ("scales", "ensemble"):
-            statistics, anchors = scale_statistics(x, self.spans)
+            statistics, anchors = scale_statistics(columns, self.spans)
             parts = [x.flatten(1), statistics]
             if self.kind == "ensemble":
-                states, _ = self.recurrent(x[:, -RECURRENT_SPAN:])
-                parts.append(states[:, -1])
+                parts.append(self.recurrent_state(x))
             return self.block(torch.cat(parts, dim=1), anchors) * level[None, :, :, None]
         if self.kind in ("gru", "lstm"):
             states, _ = self.body(x)
@@ -239,19 +277,28 @@ class RateNetwork(nn.Module):
         elif self.kind == "mlp":
             summary = self.body(x.flatten(1))
         else:
-            states, _ = self.recurrent(x[:, -RECURRENT_SPAN:])
-            parts = [self.body(x.flatten(1)), states[:, -1]]
+            parts = [self.body(x.flatten(1)), self.recurrent_state(x)]
             if self.head_kind == "anchors":
-                statistics, anchors = scale_statistics(x, self.spans)
+                statistics, anchors = scale_statistics(columns, self.spans)
                 parts.append(statistics)
             summary = self.join(torch.cat(parts, dim=1))
         if self.head_kind == "anchors":
             quantiles = anchored_quantiles(self.head(summary), anchors)
         else:
-            quantiles = quantiles_from_raw(self.head(summary), x[:, -1, 0])
+            quantiles = quantiles_from_raw(self.head(summary), columns.ratio[:, -1])
         return (quantiles * level[:, :, None])[None]
+
+    def recurrent_state(self, x: torch.Tensor) -> torch.Tensor:
+        """The small GRU's last state over the newest RECURRENT_SPAN ticks [n, RECURRENT_HIDDEN].
+
+        Its final-state output, not the last row of every state: the export
+        then skips transposing all the states only to keep one row.
+        """
+        _, last = self.recurrent(x[:, -RECURRENT_SPAN:])
+        return last[0]
 
     def forward(self, rates: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         # Averaging members' quantiles keeps each row ordered and non-negative.
-        return self.forward_members(rates, valid).mean(dim=0)
+        members = self.forward_members(rates, valid)
+        return members[0] if self.members == 1 else members.mean(dim=0)
 

@@ -13,14 +13,15 @@ NAN = np.nan
 @pytest.mark.train
 def test_window_statistics_match_a_hand_computation():
     import torch
-    from anabranch.controller.predict.network import SCALES, features, scale_statistics, span_masks
+    from anabranch.controller.predict.network import SCALES, feature_columns, scale_statistics, span_masks
 
     window = 12
     rates = torch.tensor([[0.0, 0.0, 2.0, 2.0, 4.0, 4.0, 4.0, 6.0, 6.0, 8.0, 8.0, 8.0]])
     valid = torch.ones_like(rates)
     valid[0, :2] = 0.0  # before the series began
-    x, level = features(rates, valid)
-    statistics, anchors = scale_statistics(x, span_masks(window))
+    columns = feature_columns(rates, valid)
+    level = columns.level
+    statistics, anchors = scale_statistics(columns, span_masks(window))
     spans = len(SCALES)
     ratio = rates[0] / level[0, 0]
     mean, shares = statistics[0, :spans], statistics[0, spans:2 * spans]
@@ -85,3 +86,38 @@ def test_contrast_off_leaves_the_series_alone():
     futures = np.array([[2.0, 2.0, 2.0, 2.0, 2.0]])
     same, same_futures = _contrast(windows, futures, 0.0, 1.3, np.random.default_rng(0))
     assert same is windows and same_futures is futures
+
+
+@pytest.mark.train
+def test_the_onnx_export_computes_what_torch_computes(tmp_path):
+    import onnxruntime
+    import torch
+    from anabranch.controller.predict.network import RateNetwork
+    from anabranch.controller.predict.train import export
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    # More series than the export traced (4), idle rows, a spike, and rows with a short history.
+    rates = (10 ** rng.uniform(-1, 3, (37, 1)) * rng.lognormal(0, 0.5, (37, 60))).astype(np.float32)
+    valid = np.ones_like(rates)
+    valid[:10, :45] = 0.0
+    rates *= valid
+    rates[10] = 0.0
+    rates[11, -1] = 1e5
+    for kind, head, members in [("hybrid", "anchors", 1), ("hybrid", "gate", 1), ("ensemble", "anchors", 3)]:
+        net = RateNetwork(kind, 16, 60, members, head).eval()
+        path = tmp_path / f"{kind}-{head}.onnx"
+        export(net, path, 60)
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (got,) = session.run(None, {"rates": rates, "valid": valid})
+        with torch.no_grad():
+            want = net(torch.from_numpy(rates), torch.from_numpy(valid)).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+@pytest.mark.train
+def test_the_window_statistics_need_a_window_of_at_least_run_cap_ticks():
+    from anabranch.controller.predict.network import RUN_CAP, RateNetwork
+
+    with pytest.raises(ValueError, match=f"at least {RUN_CAP} ticks"):
+        RateNetwork("hybrid", 16, RUN_CAP - 1, 1, "anchors")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import baselines
-from .series import MIN_HISTORY, as_series, fill_missed, right_aligned
+from .series import MIN_HISTORY, as_series, filled, right_aligned
 
 HORIZONS = (1, 5)
 MODEL_FILE = "model.onnx"
@@ -144,7 +144,11 @@ class Predictor:
 
     def quantiles(self, series: np.ndarray) -> np.ndarray:
         """The model's raw answer [n, 2, 3] for every row, however short its history."""
-        rates, valid = fill_missed(right_aligned(series, self.window))
+        return self._model(right_aligned(series, self.window))
+
+    def _model(self, x: np.ndarray) -> np.ndarray:
+        """quantiles() of windows that right_aligned already returned."""
+        rates, valid = filled(x)
         if rates.shape[0] == 0:
             return np.zeros((0, len(HORIZONS), 3))
         (out,) = self.session.run(["quantiles"], {"rates": rates.astype(np.float32),
@@ -157,14 +161,18 @@ class Predictor:
         return self.quantiles(series)[:, :, 1]
 
     def predict(self, series: np.ndarray) -> Prediction:
-        x = right_aligned(as_series(series), self.window)
+        x = right_aligned(as_series(series), self.window, checked=True)
         history = (~np.isnan(x)).sum(axis=1)
         fallback = history < self.min_history
+        if not fallback.any():
+            # The usual tick: every series has its history, no rows to pick.
+            quantiles = self._model(x)
+            return Prediction(quantiles, confidence_from_band(quantiles), fallback, history)
         quantiles = np.zeros((x.shape[0], len(HORIZONS), 3))
         confidence = np.zeros((x.shape[0], len(HORIZONS)))
         ready = ~fallback
         if ready.any():
-            quantiles[ready] = self.quantiles(x[ready])
+            quantiles[ready] = self._model(x[ready])
             confidence[ready] = confidence_from_band(quantiles[ready])
         if fallback.any():
             quantiles[fallback], confidence[fallback] = cold_start(x[fallback], self.min_history)

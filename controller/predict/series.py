@@ -36,7 +36,11 @@ def fill_missed(series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Ticks before the first sample are 0 with valid = 0, so the model can tell
     "no history" from "a rate of zero".
     """
-    x = as_series(series)
+    return filled(as_series(series))
+
+
+def filled(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """fill_missed of a series as_series already returned (NaN is the only unusable sample)."""
     valid = ~np.isnan(x)
     idx = np.where(valid, np.arange(x.shape[1])[None, :], 0)
     np.maximum.accumulate(idx, axis=1, out=idx)
@@ -54,9 +58,12 @@ def trailing_windows(trace: np.ndarray, times: np.ndarray, width: int) -> np.nda
     return padded[index]
 
 
-def right_aligned(series: np.ndarray, width: int) -> np.ndarray:
-    """The last `width` ticks of each row, NaN-padded on the left when the row is shorter."""
-    x = as_series(series)
+def right_aligned(series: np.ndarray, width: int, checked: bool = False) -> np.ndarray:
+    """The last `width` ticks of each row, NaN-padded on the left when the row is shorter.
+
+    `checked` says series is already what as_series returns (no second copy).
+    """
+    x = series if checked else as_series(series)
     if x.shape[1] >= width:
         return x[:, x.shape[1] - width:]
     return np.concatenate([np.full((x.shape[0], width - x.shape[1]), np.nan), x], axis=1)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import baselines
-from .series import MIN_HISTORY, as_series, filled, right_aligned
+from .series import MIN_HISTORY, aligned, as_series, filled, right_aligned
 
 HORIZONS = (1, 5)
 MODEL_FILE = "model.onnx"
@@ -161,7 +161,7 @@ class Predictor:
         return self.quantiles(series)[:, :, 1]
 
     def predict(self, series: np.ndarray) -> Prediction:
-        x = right_aligned(as_series(series), self.window, checked=True)
+        x = aligned(as_series(series), self.window)
         history = (~np.isnan(x)).sum(axis=1)
         fallback = history < self.min_history
         if not fallback.any():

@@ -58,12 +58,13 @@ def trailing_windows(trace: np.ndarray, times: np.ndarray, width: int) -> np.nda
     return padded[index]
 
 
-def right_aligned(series: np.ndarray, width: int, checked: bool = False) -> np.ndarray:
-    """The last `width` ticks of each row, NaN-padded on the left when the row is shorter.
+def right_aligned(series: np.ndarray, width: int) -> np.ndarray:
+    """The last `width` ticks of each row, NaN-padded on the left when the row is shorter."""
+    return aligned(as_series(series), width)
 
-    `checked` says series is already what as_series returns (no second copy).
-    """
-    x = series if checked else as_series(series)
+
+def aligned(x: np.ndarray, width: int) -> np.ndarray:
+    """right_aligned of a series as_series already returned (no second copy)."""
     if x.shape[1] >= width:
         return x[:, x.shape[1] - width:]
     return np.concatenate([np.full((x.shape[0], width - x.shape[1]), np.nan), x], axis=1)

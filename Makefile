@@ -36,15 +36,16 @@ test-train: setup
 # five teachers, then the model distilled from them, each into build/predict/
 # (about 40 min each on one core). Copy build/predict/distilled/model.* into
 # controller/predict/ to ship the result.
-TEACHERS := base small-sources no-short batch1024 batch512
+RECIPES  := controller/predict/recipes
+TEACHERS := $(patsubst $(RECIPES)/teacher-%.json,%,$(wildcard $(RECIPES)/teacher-*.json))
 model: setup
 	$(PY) -m pip install -q -e ".[train]"
 	for t in $(TEACHERS); do \
 	  $(PY) -m anabranch.controller.predict train --traces ../shared/data/traces \
-	    --recipe controller/predict/recipes/teacher-$$t.json --out build/predict/teacher-$$t || exit 1; \
+	    --recipe $(RECIPES)/teacher-$$t.json --out build/predict/teacher-$$t || exit 1; \
 	done
 	$(PY) -m anabranch.controller.predict train --traces ../shared/data/traces \
-	  --recipe controller/predict/recipes/distilled.json --out build/predict/distilled
+	  --recipe $(RECIPES)/distilled.json --out build/predict/distilled
 
 # Benchmarks write build/bench/*.json and print a table.
 bench: setup

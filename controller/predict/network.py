@@ -49,13 +49,8 @@ class Columns(NamedTuple):
         return torch.stack([self.ratio, self.log_ratio, self.valid, self.changed], dim=-1)
 
 
-def features(rates: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale-free per-tick features [n, width, FEATURES] and the level [n, 1] they are relative to."""
-    columns = feature_columns(rates, valid)
-    return columns.stacked(), columns.level
-
-
 def feature_columns(rates: torch.Tensor, valid: torch.Tensor) -> Columns:
+    """Scale-free per-tick features and the level they are relative to."""
     count = valid.sum(dim=1, keepdim=True).clamp(min=1.0)
     level = ((rates * valid).sum(dim=1, keepdim=True) / count).clamp(min=LEVEL_FLOOR)
     ratio = (rates / level).clamp(max=RATIO_CEILING)
@@ -74,14 +69,19 @@ def quantiles_from_raw(raw: torch.Tensor, last_ratio: torch.Tensor, members: int
     gate can say so, where an additive correction would always leave some noise.
     The band is built outward from the median.  `members` as for anchored_quantiles.
     """
-    leading = (members, -1) if members else (-1,)
-    raw = raw.reshape(leading + (len(HORIZONS), 4))
+    raw = per_horizon(raw, 4, members)
     gate = torch.sigmoid(raw[..., 3])
     learned = F.softplus(raw[..., 1] + 1.0)
     p50 = gate * last_ratio[:, None] + (1 - gate) * learned
     p10 = F.relu(p50 - F.softplus(raw[..., 0]))
     p90 = p50 + F.softplus(raw[..., 2])
     return torch.stack([p10, p50, p90], dim=-1)
+
+
+def per_horizon(raw: torch.Tensor, width: int, members: int) -> torch.Tensor:
+    """Head outputs [(members,) n, horizons * width] -> [(members,) n, horizons, width], by a constant shape."""
+    leading = (members, -1) if members else (-1,)
+    return raw.reshape(leading + (len(HORIZONS), width))
 
 
 def anchored_quantiles(raw: torch.Tensor, anchors: torch.Tensor, members: int = 0) -> torch.Tensor:
@@ -96,8 +96,7 @@ def anchored_quantiles(raw: torch.Tensor, anchors: torch.Tensor, members: int = 
     without shape arithmetic).
     """
     count = len(SCALES)
-    leading = (members, -1) if members else (-1,)
-    raw = raw.reshape(leading + (len(HORIZONS), count + 4))
+    raw = per_horizon(raw, count + 4, members)
     learned = F.softplus(raw[..., 1] + 1.0)
     mix = torch.softmax(raw[..., 3:], dim=-1)
     p50 = (mix[..., :count] * anchors[:, None, :]).sum(dim=-1) + mix[..., count] * learned

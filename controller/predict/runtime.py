@@ -174,8 +174,7 @@ class Predictor:
         if ready.any():
             quantiles[ready] = self._model(x[ready])
             confidence[ready] = confidence_from_band(quantiles[ready])
-        if fallback.any():
-            quantiles[fallback], confidence[fallback] = cold_start(x[fallback], self.min_history)
+        quantiles[fallback], confidence[fallback] = cold_start(x[fallback], self.min_history)
         return Prediction(quantiles, confidence, fallback, history)
 
 

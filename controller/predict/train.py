@@ -221,7 +221,7 @@ def fit(kind: str, points: dict[str, SourcePoints], selection: Selection, config
         horizon_weight: np.ndarray, log) -> tuple[object, dict]:
     import torch
 
-    from .network import RateNetwork, features
+    from .network import RateNetwork, feature_columns
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -280,7 +280,7 @@ def fit(kind: str, points: dict[str, SourcePoints], selection: Selection, config
             # weight = 1 / scale scores Mbit/s errors as the source's nMAE; a
             # window's level is a function of its inputs, so weighing by a power
             # of it moves no conditional quantile, only the gradient noise.
-            level = features(rates_t, valid_t)[1][:, :, None]
+            level = feature_columns(rates_t, valid_t).level[:, :, None]
             weight = weight * (level * weight) ** (config.level_weight - 1.0)
         loss = (_pinball(predicted, actual, taus) * weight * weight_h * weight_q).mean()
         if teachers:

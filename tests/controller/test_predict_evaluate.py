@@ -189,7 +189,8 @@ def test_the_committed_model_is_its_recipe_distilled_from_the_teacher_recipes():
     import dataclasses
 
     from anabranch.controller.predict.__main__ import recipe
-    from anabranch.controller.predict.train import CARD_FILE, TrainConfig
+    from anabranch.controller.predict.runtime import CARD_FILE
+    from anabranch.controller.predict.train import TrainConfig
 
     # The recipes are a source-tree file (for training), not installed with the package.
     recipes = Path(__file__).resolve().parents[2] / "controller" / "predict" / "recipes"

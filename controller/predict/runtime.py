@@ -164,17 +164,16 @@ class Predictor:
         x = aligned(as_series(series), self.window)
         history = (~np.isnan(x)).sum(axis=1)
         fallback = history < self.min_history
-        if not fallback.any():
+        cold = fallback.any()
+        if cold:
+            quantiles = np.zeros((x.shape[0], len(HORIZONS), 3))
+            quantiles[~fallback] = self._model(x[~fallback])
+        else:
             # The usual tick: every series has its history, no rows to pick.
             quantiles = self._model(x)
-            return Prediction(quantiles, confidence_from_band(quantiles), fallback, history)
-        quantiles = np.zeros((x.shape[0], len(HORIZONS), 3))
-        confidence = np.zeros((x.shape[0], len(HORIZONS)))
-        ready = ~fallback
-        if ready.any():
-            quantiles[ready] = self._model(x[ready])
-            confidence[ready] = confidence_from_band(quantiles[ready])
-        quantiles[fallback], confidence[fallback] = cold_start(x[fallback], self.min_history)
+        confidence = confidence_from_band(quantiles)
+        if cold:
+            quantiles[fallback], confidence[fallback] = cold_start(x[fallback], self.min_history)
         return Prediction(quantiles, confidence, fallback, history)
 
 

@@ -105,7 +105,9 @@ def anchored_quantiles(raw: torch.Tensor, anchors: torch.Tensor, members: int = 
     return torch.stack([p10, p50, p90], dim=-1)
 
 
-# The hybrid's recurrent part: small and short, as ONNX runs a GRU step by step.
+# The hybrid's recurrent part: small and short, as ONNX runs a GRU step by step
+# (its cost grows with the square of its width).  RECURRENT_HIDDEN is the
+# default width; a recipe may set another.
 RECURRENT_SPAN = 30
 RECURRENT_HIDDEN = 32
 
@@ -214,7 +216,7 @@ class RateNetwork(nn.Module):
     state of one shared GRU over the newest RECURRENT_SPAN ticks)."""
 
     def __init__(self, kind: str = "gru", hidden: int = 32, window: int = 30, members: int = 1,
-                 head: str = "gate"):
+                 head: str = "gate", recurrent_hidden: int = RECURRENT_HIDDEN):
         super().__init__()
         self.kind, self.hidden, self.window, self.head_kind = kind, hidden, window, head
         self.members = members if kind in ("scales", "ensemble") else 1
@@ -241,17 +243,17 @@ class RateNetwork(nn.Module):
         elif kind == "hybrid":
             self.body = nn.Sequential(nn.Linear(FEATURES * window, 4 * hidden), nn.ReLU(),
                                       nn.Linear(4 * hidden, hidden), nn.ReLU())
-            self.recurrent = nn.GRU(FEATURES, RECURRENT_HIDDEN, batch_first=True)
+            self.recurrent = nn.GRU(FEATURES, recurrent_hidden, batch_first=True)
             statistics = scale_statistics_width() if head == "anchors" else 0
-            self.join = nn.Sequential(nn.Linear(hidden + RECURRENT_HIDDEN + statistics, hidden), nn.ReLU())
+            self.join = nn.Sequential(nn.Linear(hidden + recurrent_hidden + statistics, hidden), nn.ReLU())
         elif kind == "scales":
             self.block = MemberBlock(FEATURES * window + scale_statistics_width(), hidden, self.members, head)
             return
         elif kind == "ensemble":
             # The GRU is most of the graph's run time, so the members share one
             # and only the cheap MLPs are repeated.
-            self.recurrent = nn.GRU(FEATURES, RECURRENT_HIDDEN, batch_first=True)
-            self.block = MemberBlock(FEATURES * window + scale_statistics_width() + RECURRENT_HIDDEN,
+            self.recurrent = nn.GRU(FEATURES, recurrent_hidden, batch_first=True)
+            self.block = MemberBlock(FEATURES * window + scale_statistics_width() + recurrent_hidden,
                                      hidden, self.members, head)
             return
         else:
@@ -288,7 +290,7 @@ class RateNetwork(nn.Module):
         return (quantiles * level[:, :, None])[None]
 
     def recurrent_state(self, x: torch.Tensor) -> torch.Tensor:
-        """The small GRU's last state over the newest RECURRENT_SPAN ticks [n, RECURRENT_HIDDEN].
+        """The small GRU's last state over the newest RECURRENT_SPAN ticks [n, recurrent_hidden].
 
         Its final-state output, not the last row of every state: the export
         then skips transposing all the states only to keep one row.

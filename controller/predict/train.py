@@ -34,6 +34,9 @@ LATENCY_BUDGET_MS = 1.5
 class TrainConfig:
     kinds: tuple[str, ...] = ("hybrid",)
     hidden: int = 64
+    # Units of the hybrid's (or ensemble's) GRU over its newest ticks (the
+    # network's RECURRENT_HIDDEN; onnxruntime's cost grows with its square).
+    recurrent_hidden: int = 32
     # Members of a `scales` or `ensemble` network (other kinds are one network).
     members: int = 1
     # How the median is formed: "gate" (last sample vs a learned level) or
@@ -225,7 +228,7 @@ def fit(kind: str, points: dict[str, SourcePoints], selection: Selection, config
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    net = RateNetwork(kind, config.hidden, config.window, config.members, config.head)
+    net = RateNetwork(kind, config.hidden, config.window, config.members, config.head, config.recurrent_hidden)
     averaged = copy.deepcopy(net)
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
@@ -418,7 +421,7 @@ def train(root: Path, out_dir: Path, config: TrainConfig, log=print) -> dict:
         "name": "anabranch rate predictor",
         "task": "mean rate (Mbit/s) over the next 1 s and 5 s of one link or class series, with p10/p50/p90",
         "architecture": {"kind": kind, "hidden": config.hidden, "window_s": config.window,
-                         **describe_network(kind, config.members, config.head),
+                         **describe_network(kind, config.members, config.head, config.recurrent_hidden),
                          "parameters": summary["parameters"], "features": [
                              "ratio = rate / window mean level (scale-free)", "log(ratio + 0.05)",
                              "valid (0 = missed tick or before the series began)",
@@ -492,12 +495,12 @@ def describe_teacher(path: Path) -> dict:
     return entry
 
 
-def describe_network(kind: str, members: int = 1, head: str = "gate") -> dict:
-    from .network import RECURRENT_HIDDEN, RECURRENT_SPAN, SCALES
+def describe_network(kind: str, members: int, head: str, recurrent_hidden: int) -> dict:
+    from .network import RECURRENT_SPAN, SCALES
 
     layout = {
         "hybrid": f"MLP over the whole window (features x window -> 4*hidden -> hidden) beside a GRU "
-                  f"({RECURRENT_HIDDEN} units) over its newest {RECURRENT_SPAN} ticks, joined by one layer"
+                  f"({recurrent_hidden} units) over its newest {RECURRENT_SPAN} ticks, joined by one layer"
                   + (" that also reads the window statistics" if head == "anchors" else ""),
         "mlp": "MLP over the whole window (features x window -> 4*hidden -> hidden)",
         "gru": "GRU over the window, last state", "lstm": "LSTM over the window, last state",
@@ -505,7 +508,7 @@ def describe_network(kind: str, members: int = 1, head: str = "gate") -> dict:
         "scales": f"ensemble of {members} MLPs (features x window + window statistics -> 4*hidden -> hidden), "
                   f"each trained on its own; their quantiles are averaged",
         "ensemble": f"ensemble of {members} MLPs (features x window + window statistics + the last state of one "
-                    f"shared GRU ({RECURRENT_HIDDEN} units) over the newest {RECURRENT_SPAN} ticks -> 4*hidden -> "
+                    f"shared GRU ({recurrent_hidden} units) over the newest {RECURRENT_SPAN} ticks -> 4*hidden -> "
                     f"hidden), each scored on its own; their quantiles are averaged",
     }[kind]
     heads = {

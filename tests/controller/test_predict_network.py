@@ -121,3 +121,16 @@ def test_the_window_statistics_need_a_window_of_at_least_run_cap_ticks():
 
     with pytest.raises(ValueError, match=f"at least {RUN_CAP} ticks"):
         RateNetwork("hybrid", 16, RUN_CAP - 1, 1, "anchors")
+
+
+@pytest.mark.train
+def test_the_gru_width_is_a_training_setting():
+    import torch
+    from anabranch.controller.predict.network import RECURRENT_HIDDEN, RateNetwork
+    from anabranch.controller.predict.train import TrainConfig, describe_network
+
+    assert TrainConfig().recurrent_hidden == RECURRENT_HIDDEN
+    net = RateNetwork("hybrid", 16, 60, 1, "anchors", recurrent_hidden=8).eval()
+    assert net.recurrent.hidden_size == 8
+    assert net(torch.rand(4, 60), torch.ones(4, 60)).shape == (4, 2, 3)
+    assert "GRU (8 units)" in describe_network("hybrid", 1, "anchors", 8)["layout"]

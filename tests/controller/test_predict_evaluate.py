@@ -199,12 +199,21 @@ def test_the_committed_model_is_its_recipe_distilled_from_the_teacher_recipes():
     def settings(config: TrainConfig) -> dict:
         return {k: v for k, v in dataclasses.asdict(config).items() if k not in ("kinds", "notes", "teachers")}
 
+    def teacher_names(config: TrainConfig) -> list[str]:
+        # Each teacher is the model of the recipe named like its build folder.
+        return [Path(t).parent.name for t in config.teachers]
+
+    # Two generations: the shipped model is distilled from a first distilled
+    # model and four of the trained models that one was distilled from.
     student = recipe(TrainConfig(), recipes / "distilled.json")
     assert {k: card[k] for k in settings(student)} == settings(student)
-    names = [Path(t).parent.name for t in student.teachers]
-    assert sorted(names) == sorted(p.stem for p in recipes.glob("teacher-*.json"))
-    assert len(card["teachers"]) == len(names)
-    for name, entry in zip(names, card["teachers"]):
+    first = recipe(TrainConfig(), recipes / "distilled-first.json")
+    teachers = sorted(p.stem for p in recipes.glob("teacher-*.json"))
+    assert sorted(teacher_names(first)) == teachers
+    assert "distilled-first" in teacher_names(student)
+    assert set(teacher_names(student)) - {"distilled-first"} <= set(teachers)
+    assert len(card["teachers"]) == len(student.teachers)
+    for name, entry in zip(teacher_names(student), card["teachers"]):
         assert name in entry["file"]
         teacher = settings(recipe(TrainConfig(), recipes / f"{name}.json"))
         assert {k: entry["training"][k] for k in teacher} == teacher, name

@@ -44,6 +44,9 @@ def test_onnx_inputs_and_outputs_match_the_card(predictor):
     assert shapes(model.graph.output) == expected_outputs
     session_inputs = {i.name: i.type for i in predictor.session.get_inputs()}
     assert session_inputs == {"rates": "tensor(float)", "valid": "tensor(float)"}
+    # The weight matrices are stored as the card says (float16 ones are cast when loaded).
+    matrices = {onnx.TensorProto.DataType.Name(w.data_type) for w in model.graph.initializer if len(w.dims) == 2}
+    assert matrices == {"FLOAT16" if card.get("weights", "float32").startswith("float16") else "FLOAT"}
 
 
 def test_one_session_per_process(predictor):

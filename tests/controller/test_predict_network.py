@@ -115,6 +115,33 @@ def test_the_onnx_export_computes_what_torch_computes(tmp_path):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
+def test_float16_weights_halve_the_file_and_keep_the_forecasts(tmp_path):
+    import onnx
+    import onnxruntime
+    import torch
+    from anabranch.controller.predict.network import RateNetwork
+    from anabranch.controller.predict.train import export
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    rates = (10 ** rng.uniform(-1, 3, (50, 1)) * rng.lognormal(0, 0.5, (50, 60))).astype(np.float32)
+    valid = np.ones_like(rates)
+    net = RateNetwork("hybrid", 64, 60, 1, "anchors").eval()
+    outputs, sizes = {}, {}
+    for half in (False, True):
+        path = tmp_path / f"half-{half}.onnx"
+        export(net, path, 60, float16_weights=half)
+        sizes[half] = path.stat().st_size
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (outputs[half],) = session.run(None, {"rates": rates, "valid": valid})
+        if half:
+            stored = {w.data_type for w in onnx.load(str(path)).graph.initializer if len(w.dims) == 2}
+            assert stored == {onnx.TensorProto.FLOAT16}
+    assert sizes[True] < 0.55 * sizes[False]
+    assert outputs[True].dtype == np.float32
+    np.testing.assert_allclose(outputs[True], outputs[False], rtol=2e-3, atol=1e-3 * float(np.abs(outputs[False]).max()))
+
+
 @pytest.mark.train
 def test_the_window_statistics_need_a_window_of_at_least_run_cap_ticks():
     from anabranch.controller.predict.network import RUN_CAP, RateNetwork

@@ -388,9 +388,10 @@ def export(net, path: Path, window: int, float16_weights: bool = False) -> None:
 
 
 def _store_float16(model, min_size: int = 64) -> None:
-    """Every float32 weight of at least `min_size` values becomes a float16 initializer
-    and a Cast back to float32 at the head of the graph (constants, so onnxruntime
-    folds the casts when it loads the model and runs in float32 as before)."""
+    """Every float32 initializer of at least `min_size` values (the weights) becomes a
+    float16 initializer and a Cast back to float32 at the head of the graph (constants,
+    so onnxruntime folds the casts when it loads the model and runs in float32 as
+    before). One with a value beyond float16's range stays float32."""
     import onnx
     from onnx import numpy_helper
 
@@ -400,7 +401,7 @@ def _store_float16(model, min_size: int = 64) -> None:
         if weight.data_type != onnx.TensorProto.FLOAT:
             continue
         values = numpy_helper.to_array(weight)
-        if values.size < min_size:
+        if values.size < min_size or np.abs(values).max() > np.finfo(np.float16).max:
             continue
         stored = f"{weight.name}.float16"
         graph.initializer.remove(weight)

@@ -146,6 +146,15 @@ def test_float16_weights_halve_the_file_and_keep_the_forecasts(tmp_path):
     np.testing.assert_allclose(outputs["float16"], outputs["as shipped"], rtol=2e-3,
                                atol=1e-3 * float(np.abs(outputs["as shipped"]).max()))
 
+    # A weight beyond float16's range (65 504) would turn infinite: it stays float32.
+    big = onnx.numpy_helper.from_array(np.full((8, 8), 1e6, np.float32), "big")
+    small = onnx.numpy_helper.from_array(np.ones((8, 8), np.float32), "small")
+    graph = onnx.helper.make_graph([], "g", [], [], initializer=[big, small])
+    tiny = onnx.helper.make_model(graph)
+    _store_float16(tiny)
+    stored = {w.name: w.data_type for w in tiny.graph.initializer}
+    assert stored == {"big": onnx.TensorProto.FLOAT, "small.float16": onnx.TensorProto.FLOAT16}
+
 
 @pytest.mark.train
 def test_the_window_statistics_need_a_window_of_at_least_run_cap_ticks():

@@ -27,8 +27,8 @@ def test_model_file_is_small_and_has_a_card():
     assert card["onnx"]["file"] == path.name
 
 
+@pytest.mark.onnx
 def test_onnx_inputs_and_outputs_match_the_card(predictor):
-    # onnx is a test extra; the package's build-time test run (debian/rules) has only the runtime.
     onnx = pytest.importorskip("onnx")
     model = onnx.load(str(predictor.model_path))
     onnx.checker.check_model(model)

@@ -115,9 +115,10 @@ def test_the_onnx_export_computes_what_torch_computes(tmp_path):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
+@pytest.mark.onnx
 def test_float16_weights_halve_the_file_and_keep_the_forecasts(tmp_path):
-    # What export(..., float16_weights=True) does to the graph, on the committed network
-    # (no torch needed; onnx is a test extra, absent from the package's build-time run).
+    # What export(..., float16_weights=True) does to the graph, on the committed
+    # network (no torch needed).
     onnx = pytest.importorskip("onnx")
     import onnxruntime
     from anabranch.controller.predict.runtime import default_model_path

@@ -87,6 +87,14 @@ class TrainConfig:
     # quantiles than one recorded future, and an average cannot ship itself.
     teachers: tuple[str, ...] = ()
     distill_weight: float = 0.0
+    # Windows per source and step shown reversed in time with the teachers'
+    # quantiles as their only target: the teachers label any input, so a small
+    # source's few windows are not all the student learns their function on.
+    reversed_windows: int = 0
+    # Windows per source and step joined from two of its windows (the newest
+    # samples of one, then the newest of another: a level shift like a
+    # handover), also taught only.
+    spliced_windows: int = 0
     tune_points_per_source: int = 50_000
     select_points_per_source: int = 20_000
     notes: list[str] = field(default_factory=list)
@@ -168,6 +176,26 @@ def _pinball(predicted, actual, taus):
 
     diff = actual[..., None] - predicted
     return torch.maximum(taus * diff, (taus - 1) * diff)
+
+
+def _reversed(windows: np.ndarray) -> np.ndarray:
+    """Each window's samples in reverse order, still right-aligned: a window that starts
+    with its trace keeps the missing prefix on the left (a gap inside is reversed with it)."""
+    width = windows.shape[1]
+    missing = np.argmax(~np.isnan(windows), axis=1)[:, None]  # the NaN prefix's length
+    column = np.arange(width)[None, :]
+    index = np.where(column < missing, column, width - 1 + missing - column)
+    return np.take_along_axis(windows, index, axis=1)
+
+
+def _spliced(older: np.ndarray, newer: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The newest `cut` samples of each `older` row, then the newest `width - cut` of the
+    matching `newer` row, `cut` uniform over 1 .. width - MIN_HISTORY."""
+    n, width = older.shape
+    cut = rng.integers(1, width - MIN_HISTORY + 1, n)[:, None]
+    column = np.arange(width)[None, :]
+    moved = np.take_along_axis(older, np.minimum(width - cut + column, width - 1), axis=1)
+    return np.where(column < cut, moved, newer)
 
 
 def _augment(windows: np.ndarray, config: TrainConfig, rng: np.random.Generator) -> np.ndarray:
@@ -276,6 +304,24 @@ def fit(kind: str, points: dict[str, SourcePoints], selection: Selection, config
                                     config.contrast_windows, config.contrast_spread, rng)
         targets = np.stack([future[:, :h].mean(axis=1) for h in HORIZONS], axis=1)
         windows = _augment(windows, config, rng)
+        scored = len(windows)
+        if teachers and (config.reversed_windows or config.spliced_windows):
+            # Taught only: appended after the scored rows, which alone meet the recorded future.
+            taught_only = []
+            for source in sources:
+                p = points[source]
+                if config.reversed_windows:
+                    index = rng.integers(0, len(p), config.reversed_windows)
+                    taught_only.append(_reversed(p.windows(index, config.window)))
+                if config.spliced_windows:
+                    older, newer = rng.integers(0, len(p), (2, config.spliced_windows))
+                    taught_only.append(_spliced(p.windows(older, config.window),
+                                                p.windows(newer, config.window), rng))
+                weights.append(np.full(config.reversed_windows + config.spliced_windows, 1.0 / p.scale))
+            taught_only = np.concatenate(taught_only)
+            taught_only, _ = _contrast(taught_only, taught_only, config.contrast_windows,
+                                       config.contrast_spread, rng)
+            windows = np.concatenate([windows, _augment(taught_only, config, rng)])
         rates, valid = fill_missed(windows)
         net.train()
         rates_t, valid_t = torch.from_numpy(rates.astype(np.float32)), torch.from_numpy(valid.astype(np.float32))
@@ -290,7 +336,7 @@ def fit(kind: str, points: dict[str, SourcePoints], selection: Selection, config
             # of it moves no conditional quantile, only the gradient noise.
             level = feature_columns(rates_t, valid_t).level[:, :, None]
             weight = weight * (level * weight) ** (config.level_weight - 1.0)
-        loss = (_pinball(predicted, actual, taus) * weight * weight_h * weight_q).mean()
+        loss = (_pinball(predicted[:, :scored], actual, taus) * weight[:scored] * weight_h * weight_q).mean()
         if teachers:
             feed = {"rates": rates.astype(np.float32), "valid": valid.astype(np.float32)}
             taught = torch.from_numpy(np.mean([t.run(None, feed)[0] for t in teachers], axis=0))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from anabranch.controller.predict.train import _contrast
+from anabranch.controller.predict.series import MIN_HISTORY
+from anabranch.controller.predict.train import _contrast, _reversed, _spliced
 
 NAN = np.nan
 
@@ -86,6 +87,25 @@ def test_contrast_off_leaves_the_series_alone():
     futures = np.array([[2.0, 2.0, 2.0, 2.0, 2.0]])
     same, same_futures = _contrast(windows, futures, 0.0, 1.3, np.random.default_rng(0))
     assert same is windows and same_futures is futures
+
+
+def test_a_reversed_window_stays_right_aligned_behind_its_missing_prefix():
+    windows = np.array([[NAN, NAN, 1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0, 5.0],
+                        [NAN, 1.0, NAN, 3.0, 4.0], [NAN, NAN, NAN, NAN, NAN]])
+    np.testing.assert_array_equal(_reversed(windows), [[NAN, NAN, 3.0, 2.0, 1.0], [5.0, 4.0, 3.0, 2.0, 1.0],
+                                                       [NAN, 4.0, 3.0, NAN, 1.0], [NAN] * 5])
+
+
+def test_a_spliced_window_ends_with_the_newer_windows_newest_samples():
+    width = MIN_HISTORY + 5
+    older = np.arange(1.0, width + 1)[None, :].repeat(200, axis=0)
+    newer = -older
+    spliced = _spliced(older, newer, np.random.default_rng(0))
+    cuts = (spliced > 0).sum(axis=1)
+    assert cuts.min() == 1 and cuts.max() == width - MIN_HISTORY
+    for row, cut in zip(spliced, cuts):
+        np.testing.assert_array_equal(row[:cut], older[0, width - cut:])
+        np.testing.assert_array_equal(row[cut:], newer[0, cut:])
 
 
 @pytest.mark.train

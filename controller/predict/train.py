@@ -211,6 +211,25 @@ def _augment(windows: np.ndarray, config: TrainConfig, rng: np.random.Generator)
     return out
 
 
+def _taught_only(points: dict[str, SourcePoints], sources: list[str], config: TrainConfig,
+                 rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One step's windows that only the teachers score (reversed and spliced, see
+    TrainConfig), augmented like the scored ones, and each source's row weights."""
+    windows, weights = [], []
+    for source in sources:
+        p = points[source]
+        if config.reversed_windows:
+            index = rng.integers(0, len(p), config.reversed_windows)
+            windows.append(_reversed(p.windows(index, config.window)))
+        if config.spliced_windows:
+            older, newer = rng.integers(0, len(p), (2, config.spliced_windows))
+            windows.append(_spliced(p.windows(older, config.window), p.windows(newer, config.window), rng))
+        weights.append(np.full(config.reversed_windows + config.spliced_windows, 1.0 / p.scale))
+    windows = np.concatenate(windows)
+    windows, _ = _contrast(windows, windows, config.contrast_windows, config.contrast_spread, rng)
+    return _augment(windows, config, rng), weights
+
+
 class Selection:
     """Validation points (a fixed subsample) and the scores that pick the best step and kind."""
 
@@ -306,22 +325,10 @@ def fit(kind: str, points: dict[str, SourcePoints], selection: Selection, config
         windows = _augment(windows, config, rng)
         scored = len(windows)
         if teachers and (config.reversed_windows or config.spliced_windows):
-            # Taught only: appended after the scored rows, which alone meet the recorded future.
-            taught_only = []
-            for source in sources:
-                p = points[source]
-                if config.reversed_windows:
-                    index = rng.integers(0, len(p), config.reversed_windows)
-                    taught_only.append(_reversed(p.windows(index, config.window)))
-                if config.spliced_windows:
-                    older, newer = rng.integers(0, len(p), (2, config.spliced_windows))
-                    taught_only.append(_spliced(p.windows(older, config.window),
-                                                p.windows(newer, config.window), rng))
-                weights.append(np.full(config.reversed_windows + config.spliced_windows, 1.0 / p.scale))
-            taught_only = np.concatenate(taught_only)
-            taught_only, _ = _contrast(taught_only, taught_only, config.contrast_windows,
-                                       config.contrast_spread, rng)
-            windows = np.concatenate([windows, _augment(taught_only, config, rng)])
+            # Appended after the scored rows, which alone meet the recorded future.
+            extra, extra_weights = _taught_only(points, sources, config, rng)
+            windows = np.concatenate([windows, extra])
+            weights.extend(extra_weights)
         rates, valid = fill_missed(windows)
         net.train()
         rates_t, valid_t = torch.from_numpy(rates.astype(np.float32)), torch.from_numpy(valid.astype(np.float32))

@@ -139,7 +139,7 @@ def test_the_onnx_export_computes_what_torch_computes(tmp_path):
 def test_float16_weights_halve_the_file_and_keep_the_forecasts(tmp_path):
     # What export(..., float16_weights=True) does to the graph, on the committed
     # network (no torch needed).
-    onnx = pytest.importorskip("onnx")
+    import onnx
     import onnxruntime
     from anabranch.controller.predict.runtime import default_model_path
     from anabranch.controller.predict.train import _store_float16

@@ -35,8 +35,8 @@ test-train: setup
 # Retrain the committed predictor from its recipes (controller/predict/recipes/):
 # five teachers, a first model distilled from them, then the shipped model
 # distilled from that one and four of the teachers, each into build/predict/
-# (15 to 75 min each on one core). Copy build/predict/distilled/model.* into
-# controller/predict/ to ship the result.
+# (15 min to 2 h each on one core, about 4.5 h in all). Copy
+# build/predict/distilled/model.* into controller/predict/ to ship the result.
 RECIPES  := controller/predict/recipes
 TEACHERS := $(patsubst $(RECIPES)/teacher-%.json,%,$(wildcard $(RECIPES)/teacher-*.json))
 model: setup
